@@ -1,0 +1,71 @@
+"""Image and label-map IO through OpenCV, with errors that name the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from autolabel.layout import DatasetError
+
+
+class ImageReadError(DatasetError):
+    """An image or label file is unreadable, truncated or empty."""
+
+
+def _read_bytes(path: Path) -> np.ndarray:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    if not data:
+        raise ImageReadError(f"{path}: file is empty")
+    return np.frombuffer(data, dtype=np.uint8)
+
+
+def decode_image(data: bytes | np.ndarray, name: str = "<bytes>") -> np.ndarray:
+    """Decode encoded image bytes to RGB (H, W, 3) uint8."""
+    buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
+    if buf.size == 0:
+        raise ImageReadError(f"{name}: file is empty")
+    bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if bgr is None or bgr.size == 0:
+        raise ImageReadError(f"{name}: not a readable image (corrupt or truncated)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read an image file as RGB (H, W, 3) uint8."""
+    return decode_image(_read_bytes(path), str(path))
+
+
+def read_label(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a single-channel label PNG as (H, W) uint8; check it is `shape` when given."""
+    label = cv2.imdecode(_read_bytes(path), cv2.IMREAD_UNCHANGED)
+    if label is None or label.size == 0:
+        raise ImageReadError(f"{path}: not a readable label map (corrupt or truncated)")
+    if label.ndim != 2:
+        raise ImageReadError(f"{path}: label map must have one channel, found shape {label.shape}")
+    if shape is not None and label.shape != tuple(shape):
+        raise DatasetError(
+            f"{path}: label is {label.shape[1]}x{label.shape[0]} but its image is {shape[1]}x{shape[0]}"
+        )
+    return label.astype(np.uint8, copy=False)
+
+
+def encode_png(array: np.ndarray, level: int = 9) -> bytes:
+    """Encode (H, W) uint8 or RGB (H, W, 3) uint8 as PNG bytes."""
+    if array.ndim == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".png", array, [cv2.IMWRITE_PNG_COMPRESSION, level])
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    """Write (H, W) uint8 or RGB (H, W, 3) uint8 as a PNG file, creating parent folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_png(array))
