@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from autolabel.images import ImageReadError, encode_png, read_image, read_label, write_png
+from autolabel.layout import DatasetError
+
+
+def test_rgb_image_round_trips_through_png(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, (8, 16, 3), dtype=np.uint8)
+    write_png(tmp_path / "a.png", rgb)
+    assert np.array_equal(read_image(tmp_path / "a.png"), rgb)
+
+
+def test_truncated_image_is_named_in_error(tmp_path):
+    data = encode_png(np.random.default_rng(0).integers(0, 255, (32, 64, 3), dtype=np.uint8))
+    (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match="t.png"):
+        read_image(tmp_path / "t.png")
+
+
+def test_empty_image_is_an_error(tmp_path):
+    (tmp_path / "e.png").write_bytes(b"")
+    with pytest.raises(ImageReadError, match="empty"):
+        read_image(tmp_path / "e.png")
+
+
+def test_missing_image_is_an_error(tmp_path):
+    with pytest.raises(ImageReadError, match="missing.png"):
+        read_image(tmp_path / "missing.png")
+
+
+def test_label_of_other_size_than_its_image_is_an_error(tmp_path):
+    write_png(tmp_path / "l.png", np.zeros((4, 8), np.uint8))
+    with pytest.raises(DatasetError, match="8x4 but its image is 16x8"):
+        read_label(tmp_path / "l.png", shape=(8, 16))
+
+
+def test_label_keeps_single_channel_values(tmp_path):
+    label = np.array([[7, 8], [26, 0]], np.uint8)
+    write_png(tmp_path / "l.png", label)
+    assert np.array_equal(read_label(tmp_path / "l.png"), label)
