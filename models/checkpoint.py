@@ -1,0 +1,63 @@
+"""Checkpoints: {config as plain dict, state_dict, metadata}; loaded with weights_only=True.
+
+A checkpoint file alone rebuilds its model; the sha256 of the file is its identity in provenance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    config: dict
+    state_dict: dict
+    metadata: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+    """Training state for resuming (optimizer, iteration, RNG); empty in final models."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: Path, ckpt: Checkpoint) -> str:
+    """Write atomically (a crash never leaves a half-written file); return the file's sha256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": FORMAT_VERSION,
+        "config": ckpt.config,
+        "state_dict": {k: v.detach().cpu() for k, v in ckpt.state_dict.items()},
+        "metadata": ckpt.metadata,
+        "extra": ckpt.extra,
+    }
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return file_sha256(path)
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Load a checkpoint safely (weights_only=True) onto the CPU."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for corrupt files
+        raise ValueError(f"{path}: not a readable autolabel checkpoint ({exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{path}: not an autolabel checkpoint (format {FORMAT_VERSION} expected)")
+    return Checkpoint(payload["config"], payload["state_dict"], payload["metadata"], payload.get("extra", {}))
