@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import torch
+
+from autolabel.labels import IGNORE
+from autolabel.threshold import rethreshold, threshold_probs
+
+
+def _probs(rows: list[list[float]]) -> torch.Tensor:
+    """(1, C, 1, W) probabilities from a list of per-pixel class distributions."""
+    return torch.tensor(rows, dtype=torch.float32).T[None, :, None, :]
+
+
+def test_confident_pixels_keep_their_class_and_others_become_ignore():
+    probs = _probs([[0.9, 0.1, 0.0], [0.3, 0.3, 0.4], [0.0, 0.2, 0.8]])
+    labels = threshold_probs(probs, 0.5)
+    assert labels.tolist() == [[[0, IGNORE, 2]]]
+
+
+def test_probability_exactly_at_threshold_is_not_kept():
+    probs = _probs([[0.5, 0.5], [0.75, 0.25], [0.25, 0.75]])
+    assert threshold_probs(probs, 0.5).tolist() == [[[IGNORE, 0, 1]]]
+    assert threshold_probs(probs, 0.75).tolist() == [[[IGNORE, IGNORE, IGNORE]]]
+
+
+def test_output_is_uint8_on_the_input_device_with_batch_shape():
+    probs = torch.softmax(torch.randn(2, 19, 8, 16), dim=1)
+    labels, confidence = threshold_probs(probs, 0.2, with_confidence=True)
+    assert labels.dtype == torch.uint8 and confidence.dtype == torch.uint8
+    assert labels.shape == confidence.shape == (2, 8, 16)
+    assert labels.device == confidence.device == probs.device
+
+
+def test_confidence_is_max_probability_floored_to_255_steps():
+    probs = _probs([[1.0, 0.0], [0.55, 0.45], [0.1, 0.9]])
+    _, confidence = threshold_probs(probs, 0.5, with_confidence=True)
+    assert confidence.tolist() == [[[255, 140, 229]]]
+
+
+def test_zero_threshold_labels_every_pixel_with_argmax():
+    probs = torch.softmax(torch.randn(1, 5, 4, 4), dim=1)
+    assert torch.equal(threshold_probs(probs, 0.0), probs.argmax(dim=1).to(torch.uint8))
+
+
+@pytest.mark.parametrize("t", [-0.1, 1.0, 1.5])
+def test_threshold_outside_unit_interval_is_rejected(t):
+    with pytest.raises(ValueError, match="threshold"):
+        threshold_probs(torch.rand(1, 3, 2, 2), t)
+
+
+def test_more_than_255_classes_is_rejected():
+    with pytest.raises(ValueError, match="class count"):
+        threshold_probs(torch.rand(1, 256, 2, 2))
+
+
+def test_rethreshold_drops_pixels_at_or_below_the_new_threshold():
+    labels = np.array([[3, 4, 5, IGNORE]], dtype=np.uint8)
+    confidence = np.array([[255, 230, 229, 255]], dtype=np.uint8)
+    assert rethreshold(labels, confidence, 0.9).tolist() == [[3, 4, IGNORE, IGNORE]]
+
+
+def test_rethreshold_keeps_only_pixels_the_exact_probabilities_keep():
+    probs = torch.softmax(3 * torch.randn(1, 19, 32, 32), dim=1)
+    labels, confidence = threshold_probs(probs, 0.5, with_confidence=True)
+    exact = threshold_probs(probs, 0.8)[0].numpy()
+    re = rethreshold(labels[0].numpy(), confidence[0].numpy(), 0.8)
+    kept = re != IGNORE
+    assert kept.any()
+    assert np.array_equal(re[kept], exact[kept])
