@@ -1,0 +1,243 @@
+import json
+import multiprocessing as mp
+from multiprocessing.synchronize import Barrier
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import zarr
+
+from autolabel.labels import IGNORE, NUM_CLASSES
+from autolabel.layout import DatasetError
+from autolabel.store import (
+    MANIFEST_SCHEMA,
+    ImageNotStoredError,
+    ImageRecord,
+    LabelStore,
+    Provenance,
+    ProvenanceMismatchError,
+    StoreError,
+)
+
+PROVENANCE = Provenance(checkpoint_sha256="ab" * 32, scales=(1.0, 0.5), threshold=0.5, pointrend=True)
+H, W = 64, 128
+
+
+def _labels(seed: int, shape: tuple[int, int] = (H, W)) -> np.ndarray:
+    """A piecewise-constant (H, W) map with an ignore band, like a thresholded prediction."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, NUM_CLASSES, size=(shape[0] // 16 + 1, shape[1] // 16 + 1), dtype=np.uint8)
+    labels = np.kron(blocks, np.ones((16, 16), dtype=np.uint8))[: shape[0], : shape[1]].copy()
+    labels[:, 10:13] = IGNORE
+    return labels
+
+
+def _id(i: int) -> str:
+    return f"bremen_000000_{i:06d}"
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LabelStore:
+    return LabelStore.create(tmp_path / "labels.zarr", PROVENANCE)
+
+
+def test_written_labels_read_back_with_same_values_shape_and_dtype(store):
+    labels = _labels(0, (70, 300))
+    store.write(_id(1), labels, source="img.png")
+    out = LabelStore.open(store.url).read(_id(1))
+    assert out.dtype == np.uint8 and out.shape == (70, 300)
+    assert np.array_equal(out, labels)
+
+
+def test_read_window_returns_that_part_of_the_image(tmp_path):
+    store = LabelStore.create(tmp_path / "s.zarr", PROVENANCE, chunk=32)
+    labels = _labels(1, (100, 200))
+    store.write(_id(1), labels, source="img.png")
+    assert np.array_equal(store.read_window(_id(1), 20, 90, 33, 150), labels[20:90, 33:150])
+    with pytest.raises(ValueError, match="outside"):
+        store.read_window(_id(1), 0, 101, 0, 10)
+
+
+def test_each_image_is_one_zstd_shard_without_shuffle(store):
+    store.write(_id(1), _labels(1), source="img.png")
+    image_dir = Path(store.url) / "labels" / _id(1)
+    data_files = [p for p in image_dir.rglob("*") if p.is_file() and p.name != "zarr.json"]
+    assert len(data_files) == 1
+    (codec,) = json.loads((image_dir / "zarr.json").read_text())["codecs"]
+    assert codec["name"] == "sharding_indexed"
+    inner = [c["name"] for c in codec["configuration"]["codecs"]]
+    assert inner == ["bytes", "zstd"]
+
+
+@pytest.mark.parametrize("bad", [NUM_CLASSES, 100, IGNORE - 1])
+def test_label_values_between_classes_and_ignore_are_rejected(store, bad):
+    labels = _labels(0)
+    labels[5, 5] = bad
+    with pytest.raises(ValueError, match=str(bad)):
+        store.write(_id(1), labels, source="img.png")
+    assert store.completed_ids() == set()
+
+
+def test_labels_that_are_not_2d_uint8_are_rejected(store):
+    with pytest.raises(ValueError, match="uint8"):
+        store.write(_id(1), _labels(0).astype(np.int32), source="img.png")
+
+
+@pytest.mark.parametrize("image_id", ["../escape_000000_000001", "a/b", "bremen_000000_000001/../x", ""])
+def test_image_ids_that_are_not_cityscapes_stems_are_rejected(store, image_id):
+    with pytest.raises(DatasetError):
+        store.write(image_id, _labels(0), source="img.png")
+
+
+def test_half_written_image_is_reported_missing_and_rewritten(store):
+    zarr.create_array(
+        store._zstore, name=f"labels/{_id(1)}", shape=(H, W), dtype="uint8", attributes={"complete": False}
+    )[:10] = 3
+    assert _id(1) not in store.completed_ids()
+    with pytest.raises(ImageNotStoredError, match="incomplete"):
+        store.read(_id(1))
+    labels = _labels(2)
+    store.write(_id(1), labels, source="img.png")
+    assert store.completed_ids() == {_id(1)}
+    assert np.array_equal(store.read(_id(1)), labels)
+
+
+def test_writing_the_same_image_twice_gives_the_same_store(store):
+    labels = _labels(3)
+    store.write(_id(1), labels, source="img.png")
+    first = store.nbytes_on_disk("labels/", metadata=False)
+    store.write(_id(1), labels, source="img.png")
+    assert store.nbytes_on_disk("labels/", metadata=False) == first
+    assert np.array_equal(store.read(_id(1)), labels)
+    assert [r.image_id for r in store.records()] == [_id(1)]
+
+
+def test_record_holds_provenance_and_label_statistics(store):
+    labels = np.full((H, W), IGNORE, dtype=np.uint8)
+    labels[:16] = 0
+    labels[16:24, :64] = 18
+    record = store.write(_id(1), labels, source="/data/img.png", mean_confidence=0.8)
+    assert store.record(_id(1)) == record
+    assert record.status == "done" and record.source == "/data/img.png"
+    assert (record.height, record.width) == (H, W)
+    assert record.class_pixels[0] == 16 * W and record.class_pixels[18] == 8 * 64
+    assert sum(record.class_pixels) == 16 * W + 8 * 64
+    assert record.labelled_fraction == pytest.approx((16 * W + 8 * 64) / (H * W))
+    assert (record.checkpoint_sha256, record.scales, record.threshold) == ("ab" * 32, (1.0, 0.5), 0.5)
+    assert record.mean_confidence == 0.8 and record.error is None
+
+
+def test_manifest_has_one_row_per_image_with_the_record_columns(store):
+    for i in range(3):
+        store.write(_id(i), _labels(i), source=f"img{i}.png")
+    store.write_failure(_id(9), "broken.png", "not a readable image")
+    written = store.write_manifest()
+    table = pq.read_table(store.manifest_url)
+    assert table.equals(written) and table.equals(store.manifest())
+    assert table.schema.equals(MANIFEST_SCHEMA)
+    assert table.column_names == [f for f in ImageRecord.__dataclass_fields__]
+    assert table.column("image_id").to_pylist() == [_id(0), _id(1), _id(2), _id(9)]
+    assert table.column("status").to_pylist() == ["done"] * 3 + ["failed"]
+    assert table.column("class_pixels").to_pylist()[0] == list(store.record(_id(0)).class_pixels)
+
+
+def test_manifest_before_write_manifest_is_an_error(store):
+    with pytest.raises(StoreError, match="no manifest"):
+        store.manifest()
+
+
+def test_failed_image_is_recorded_without_labels(store):
+    store.write(_id(1), _labels(1), source="img.png")
+    record = store.write_failure(_id(1), "img.png", "decode error")
+    assert store.failed_ids() == {_id(1)} and store.completed_ids() == set()
+    assert store.records() == [record]
+    assert record.status == "failed" and record.error == "decode error" and record.class_pixels is None
+    with pytest.raises(ImageNotStoredError):
+        store.read(_id(1))
+
+
+def test_a_failed_image_written_later_is_no_longer_failed(store):
+    store.write_failure(_id(1), "img.png", "timeout")
+    store.write(_id(1), _labels(1), source="img.png")
+    assert store.failed_ids() == set()
+    assert [r.status for r in store.records()] == ["done"]
+
+
+def test_provenance_is_stored_and_a_different_run_is_detected(store):
+    assert LabelStore.open(store.url).provenance == PROVENANCE
+    assert LabelStore.open_or_create(store.url, PROVENANCE).provenance == PROVENANCE
+    other = Provenance(checkpoint_sha256="cd" * 32, scales=(1.0,), threshold=0.9, pointrend=True)
+    with pytest.raises(ProvenanceMismatchError, match="checkpoint_sha256.*scales.*threshold"):
+        LabelStore.open_or_create(store.url, other)
+
+
+def test_creating_where_a_store_exists_needs_overwrite(store):
+    store.write(_id(1), _labels(1), source="img.png")
+    with pytest.raises(StoreError, match="already exists"):
+        LabelStore.create(store.url, PROVENANCE)
+    fresh = LabelStore.create(store.url, PROVENANCE, overwrite=True)
+    assert fresh.completed_ids() == set()
+
+
+def test_overwrite_refuses_to_delete_what_is_not_a_label_store(tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(StoreError, match="no label store"):
+        LabelStore.create(tmp_path, PROVENANCE, overwrite=True)
+    assert (tmp_path / "notes.txt").exists()
+
+
+def test_opening_a_missing_store_names_it(tmp_path):
+    with pytest.raises(StoreError, match="missing.zarr"):
+        LabelStore.open(tmp_path / "missing.zarr")
+
+
+def test_store_opened_read_only_refuses_writes(store):
+    with pytest.raises(StoreError, match="read-only"):
+        LabelStore.open(store.url, "r").write(_id(1), _labels(1), source="img.png")
+
+
+def test_confidence_maps_are_kept_when_the_store_keeps_them(tmp_path):
+    provenance = Provenance("ab" * 32, (1.0,), 0.5, False, keep_confidence=True)
+    store = LabelStore.create(tmp_path / "s.zarr", provenance)
+    confidence = np.random.default_rng(0).integers(128, 256, size=(H, W), dtype=np.uint8)
+    record = store.write(_id(1), _labels(1), source="img.png", confidence=confidence)
+    assert np.array_equal(store.read_confidence(_id(1)), confidence)
+    assert record.mean_confidence == pytest.approx(confidence.mean() / 255)
+    with pytest.raises(ValueError, match="keeps confidence"):
+        store.write(_id(2), _labels(2), source="img.png")
+
+
+def test_memory_url_store_round_trips(tmp_path):
+    url = f"memory://{tmp_path.name}/labels.zarr"
+    store = LabelStore.create(url, PROVENANCE)
+    store.write(_id(1), _labels(1), source="img.png")
+    store.write_manifest()
+    reopened = LabelStore.open(url)
+    assert np.array_equal(reopened.read(_id(1)), _labels(1))
+    assert reopened.manifest().num_rows == 1
+    assert reopened.nbytes_on_disk() > 0
+
+
+def _write_images(url: str, ids: list[int], start: Barrier) -> None:
+    store = LabelStore.open(url, "a")
+    start.wait()
+    for i in ids:
+        store.write(_id(i), _labels(i), source=f"img{i}.png")
+
+
+def test_processes_writing_different_images_at_once_lose_nothing(store):
+    ctx = mp.get_context("spawn")
+    start = ctx.Barrier(4)
+    workers = [
+        ctx.Process(target=_write_images, args=(store.url, list(range(w, 16, 4)), start)) for w in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    assert store.completed_ids() == {_id(i) for i in range(16)}
+    for i in range(16):
+        assert np.array_equal(store.read(_id(i)), _labels(i))
+    assert store.write_manifest().num_rows == 16
