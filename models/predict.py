@@ -1,0 +1,141 @@
+"""Inference: multi-scale attention fusion + PointRend subdivision -> class probabilities.
+
+`predict` is the one entry point the evaluation and labeling stages call. Inputs larger than a pixel
+budget are run as overlapping windows (stitched at stride 4), so scale 2.0 on big images fits in memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from models.mscale import fuse_scales, scaled
+from models.pointrend import subdivision_inference
+from models.teacher import ScaleOutput, Teacher
+
+FEATURE_STRIDE = 4
+"""Stride of every per-scale output of the network."""
+
+DEFAULT_MAX_PIXELS = 1024 * 2048
+"""Largest input (pixels) run in one piece; larger scaled inputs use sliding windows."""
+
+WINDOW_OVERLAP = 1 / 3
+"""Fraction of a window shared with its neighbour."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PredictOptions:
+    scales: tuple[float, ...] = (1.0,)
+    pointrend: bool = True
+    batch_size: int = 1
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scales", tuple(sorted({float(s) for s in self.scales}, reverse=True)))
+        if not self.scales or min(self.scales) <= 0:
+            raise ValueError(f"scales must be positive numbers, got {self.scales}")
+        if self.batch_size < 1 or self.max_pixels < 64 * 64:
+            raise ValueError(f"batch_size must be >= 1 and max_pixels >= 4096, got {self}")
+
+
+def window_starts(length: int, window: int, stride_multiple: int = FEATURE_STRIDE) -> list[int]:
+    """Window offsets (multiples of `stride_multiple`) covering [0, length) with about WINDOW_OVERLAP overlap."""
+    if window >= length:
+        return [0]
+    step = max(stride_multiple, int(window * (1 - WINDOW_OVERLAP)) // stride_multiple * stride_multiple)
+    starts = list(range(0, length - window, step))
+    last = (length - window) // stride_multiple * stride_multiple
+    return starts + [last] if not starts or starts[-1] != last else starts
+
+
+def window_size(h: int, w: int, max_pixels: int) -> tuple[int, int]:
+    """Largest window of the image's aspect within the budget, sides multiples of the feature stride."""
+    if h * w <= max_pixels:
+        return h, w
+    ratio = math.sqrt(max_pixels / (h * w))
+    wh = max(FEATURE_STRIDE * 16, int(h * ratio) // FEATURE_STRIDE * FEATURE_STRIDE)
+    ww = max(FEATURE_STRIDE * 16, int(w * ratio) // FEATURE_STRIDE * FEATURE_STRIDE)
+    return min(h, wh), min(w, ww)
+
+
+def run_windows(model: Teacher, images: torch.Tensor, max_pixels: int) -> ScaleOutput:
+    """`model.run_scale` on (N, 3, H, W), in overlapping windows when H*W exceeds `max_pixels`.
+
+    Outputs are averaged where windows overlap, at stride 4: (N, C, ceil(H/4), ceil(W/4)).
+    """
+    h, w = images.shape[-2:]
+    wh, ww = window_size(h, w, max_pixels)
+    if (wh, ww) == (h, w):
+        return model.run_scale(images)
+    fh, fw = -(-h // FEATURE_STRIDE), -(-w // FEATURE_STRIDE)
+    sums: list[torch.Tensor] | None = None
+    count = images.new_zeros(1, 1, fh, fw)
+    ys, xs = window_starts(h, wh), window_starts(w, ww)
+    for y0 in ys:
+        for x0 in xs:
+            y1 = h if y0 == ys[-1] else y0 + wh  # the last window reaches the border
+            x1 = w if x0 == xs[-1] else x0 + ww
+            out = model.run_scale(images[..., y0:y1, x0:x1])
+            fy, fx = y0 // FEATURE_STRIDE, x0 // FEATURE_STRIDE
+            th, tw = out.logits.shape[-2:]
+            if sums is None:
+                sums = [t.new_zeros(t.shape[0], t.shape[1], fh, fw) for t in out]
+            for acc, t in zip(sums, out):
+                acc[..., fy : fy + th, fx : fx + tw] += t.to(acc.dtype)
+            count[..., fy : fy + th, fx : fx + tw] += 1
+    return ScaleOutput(*(acc / count for acc in sums))
+
+
+def _autocast(device: torch.device):
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def predict_logits(model: Teacher, images: torch.Tensor, options: PredictOptions) -> torch.Tensor:
+    """Fused (and PointRend-refined) logits (N, K, H, W) at input resolution for one batch."""
+    h, w = images.shape[-2:]
+    outputs = {s: run_windows(model, scaled(images, s), options.max_pixels) for s in options.scales}
+    fused = fuse_scales({s: o.logits for s, o in outputs.items()}, {s: o.attention for s, o in outputs.items()})
+    use_pointrend = options.pointrend and model.config.use_pointrend
+    if not use_pointrend:
+        return F.interpolate(fused.float(), size=(h, w), mode="bilinear", align_corners=False)
+    base = outputs[1.0] if 1.0 in outputs else run_windows(model, images, options.max_pixels)
+    coarse = F.interpolate(fused, size=base.fine.shape[-2:], mode="bilinear", align_corners=False)
+    steps, points = model.config.pointrend.subdivision(tuple(coarse.shape[-2:]), (h, w))
+    return subdivision_inference(coarse.float(), base.fine.float(), model.point_head, (h, w), steps, points)
+
+
+def predict(
+    model: Teacher,
+    images: torch.Tensor,
+    scales: Sequence[float] = (1.0,),
+    pointrend: bool = True,
+    batch_size: int = 1,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> torch.Tensor:
+    """Class probabilities (N, K, H, W) float32 for normalised images (N, 3, H, W), on the model's device.
+
+    Multi-scale attention fuses `scales` (any list, e.g. 0.5, 1.0, 2.0); PointRend refines the fused
+    prediction to full resolution unless `pointrend=False`. Runs in batches of `batch_size`, under
+    `torch.inference_mode`, with bf16 autocast and channels_last on CUDA.
+    """
+    options = PredictOptions(tuple(scales), pointrend, batch_size, max_pixels)
+    device = next(model.parameters()).device
+    model.eval()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    results = []
+    with torch.inference_mode(), _autocast(device):
+        for start in range(0, images.shape[0], options.batch_size):
+            batch = images[start : start + options.batch_size].to(device, non_blocking=True)
+            if device.type == "cuda":
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            logits = predict_logits(model, batch, options)
+            results.append(torch.softmax(logits.float(), dim=1))
+    return torch.cat(results)
