@@ -8,6 +8,7 @@ the bottom-right corner of the bottom-right pixel, so pixel (i, j) of an H x W m
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
@@ -94,7 +95,7 @@ def subdivision_defaults(coarse_hw: tuple[int, int], output_hw: tuple[int, int])
     steps = 0
     while h << steps < out_h or w << steps < out_w:
         steps += 1
-    points = -(-out_h // SUBDIVISION_STRIDE) * -(-out_w // SUBDIVISION_STRIDE)  # ceil * ceil <= out_h * out_w
+    points = math.ceil(out_h / SUBDIVISION_STRIDE) * math.ceil(out_w / SUBDIVISION_STRIDE)  # <= out_h * out_w
     return steps, points
 
 
