@@ -1,0 +1,128 @@
+"""What a label store costs on disk, measured, against PNG, raw uint8 and soft probabilities.
+
+Sizes count the stored label data (the shard objects of `labels/`); zarr.json documents, which
+carry the per-image records, are counted only in `bytes_on_disk`. The extrapolation to the full
+Cityscapes coarse set assumes the measured bits per pixel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+from autolabel.images import encode_png
+from autolabel.labels import CLASS_NAMES, NUM_CLASSES
+from autolabel.store import LABELS, LabelStore
+
+EXTRAPOLATION_IMAGES = 19_998
+"""Cityscapes train_extra: the coarse images the teacher labels."""
+EXTRAPOLATION_SHAPE = (1024, 2048)
+SOFT_BYTES_PER_VALUE = {"fp16": 2, "fp32": 4}
+DEFAULT_PNG_SAMPLE = 50
+"""Images re-encoded as PNG to measure the PNG ratio (spread evenly over the store)."""
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def _evenly_spaced(items: list[str], count: int) -> list[str]:
+    if count >= len(items):
+        return items
+    step = len(items) / count
+    return [items[int(i * step)] for i in range(count)]
+
+
+def _png_comparison(store: LabelStore, image_ids: list[str]) -> tuple[int, int]:
+    """(PNG bytes, stored label bytes) of the same images."""
+    png = sum(len(encode_png(store.read(image_id))) for image_id in image_ids)
+    stored = sum(store.nbytes_on_disk(f"{LABELS}/{image_id}/", metadata=False) for image_id in image_ids)
+    return png, stored
+
+
+def storage_report(store: LabelStore, png_sample: int = DEFAULT_PNG_SAMPLE) -> dict[str, Any]:
+    """Measured sizes and savings of `store`; PNG is measured on up to `png_sample` of its images."""
+    records = store.records()
+    done = [r for r in records if r.status == "done"]
+    if not done:
+        raise ValueError(f"{store.url}: has no complete images to report on")
+    pixels = sum(r.height * r.width for r in done)
+    counts = [sum(r.class_pixels[c] for r in done) for c in range(NUM_CLASSES)]
+    label_bytes = store.nbytes_on_disk(f"{LABELS}/", metadata=False)
+    bits_per_pixel = 8 * label_bytes / pixels
+    sample = _evenly_spaced(sorted(r.image_id for r in done), max(1, png_sample))
+    png_bytes, sample_bytes = _png_comparison(store, sample)
+    soft = {k: pixels * NUM_CLASSES * b for k, b in SOFT_BYTES_PER_VALUE.items()}
+    big_pixels = EXTRAPOLATION_IMAGES * EXTRAPOLATION_SHAPE[0] * EXTRAPOLATION_SHAPE[1]
+    return {
+        "store": store.url,
+        "images": len(done),
+        "failed": len(records) - len(done),
+        "pixels": pixels,
+        "bytes_on_disk": store.nbytes_on_disk(),
+        "label_bytes": label_bytes,
+        "bytes_per_image": label_bytes / len(done),
+        "bits_per_pixel": bits_per_pixel,
+        "labelled_fraction": sum(counts) / pixels,
+        "class_pixels": dict(zip(CLASS_NAMES, counts)),
+        "png_sample_images": len(sample),
+        "png_bytes_per_image": png_bytes / len(sample),
+        "vs_uint8": _ratio(pixels, label_bytes),
+        "vs_png": _ratio(png_bytes, sample_bytes),
+        "vs_soft_fp16": _ratio(soft["fp16"], label_bytes),
+        "vs_soft_fp32": _ratio(soft["fp32"], label_bytes),
+        "extrapolation": {
+            "images": EXTRAPOLATION_IMAGES,
+            "height": EXTRAPOLATION_SHAPE[0],
+            "width": EXTRAPOLATION_SHAPE[1],
+            "label_bytes": big_pixels * bits_per_pixel / 8,
+            "uint8_bytes": big_pixels,
+            "soft_fp16_bytes": big_pixels * NUM_CLASSES * SOFT_BYTES_PER_VALUE["fp16"],
+            "soft_fp32_bytes": big_pixels * NUM_CLASSES * SOFT_BYTES_PER_VALUE["fp32"],
+        },
+    }
+
+
+def human_bytes(n: float) -> str:
+    """Decimal units: 950 B, 1.5 kB, 600.0 MB, 2.1 TB."""
+    units = ("B", "kB", "MB", "GB", "TB", "PB")
+    step = 0
+    while abs(n) >= 1000 and step < len(units) - 1:
+        n /= 1000
+        step += 1
+    return f"{n:.0f} B" if step == 0 else f"{n:.1f} {units[step]}"
+
+
+def _times(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:,.1f}x smaller"
+
+
+def storage_table(report: dict[str, Any]) -> Table:
+    """The report as a rich Table: sizes, savings, extrapolation, class shares."""
+    table = Table(title=f"Label store {report['store']}", show_header=True)
+    table.add_column("", style="bold")
+    table.add_column("value", justify="right")
+    table.add_row("images (failed)", f"{report['images']:,} ({report['failed']:,})")
+    table.add_row("on disk, all", human_bytes(report["bytes_on_disk"]))
+    table.add_row("label data", human_bytes(report["label_bytes"]))
+    table.add_row("per image", human_bytes(report["bytes_per_image"]))
+    table.add_row("bits per pixel", f"{report['bits_per_pixel']:.4f}")
+    table.add_row("labelled pixels", f"{report['labelled_fraction']:.1%}")
+    table.add_section()
+    table.add_row("vs raw uint8", _times(report["vs_uint8"]))
+    table.add_row(f"vs PNG ({report['png_sample_images']} measured)", _times(report["vs_png"]))
+    table.add_row("vs soft fp16", _times(report["vs_soft_fp16"]))
+    table.add_row("vs soft fp32", _times(report["vs_soft_fp32"]))
+    table.add_section()
+    big = report["extrapolation"]
+    scope = f"{big['images']:,} x {big['width']}x{big['height']}"
+    table.add_row(f"{scope}: this store", human_bytes(big["label_bytes"]))
+    table.add_row(f"{scope}: raw uint8", human_bytes(big["uint8_bytes"]))
+    table.add_row(f"{scope}: soft fp16", human_bytes(big["soft_fp16_bytes"]))
+    table.add_row(f"{scope}: soft fp32", human_bytes(big["soft_fp32_bytes"]))
+    table.add_section()
+    pixels = report["pixels"]
+    for name, count in report["class_pixels"].items():
+        table.add_row(f"class {name}", f"{count / pixels:.2%}")
+    return table

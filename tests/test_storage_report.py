@@ -1,0 +1,98 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rich.console import Console
+
+from autolabel.images import encode_png
+from autolabel.labels import IGNORE, NUM_CLASSES
+from autolabel.storage_report import human_bytes, storage_report, storage_table
+from autolabel.store import LabelStore, Provenance
+
+PROVENANCE = Provenance(checkpoint_sha256="ab" * 32, scales=(1.0,), threshold=0.5, pointrend=False)
+H, W = 64, 128
+
+
+def _maps() -> list[np.ndarray]:
+    """Two maps: road on the top half / sky below; car in a 16x32 box; the rest ignore."""
+    first = np.full((H, W), IGNORE, dtype=np.uint8)
+    first[:32] = 0
+    first[32:] = 10
+    second = np.full((H, W), IGNORE, dtype=np.uint8)
+    second[8:24, 40:72] = 13
+    return [first, second]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LabelStore:
+    store = LabelStore.create(tmp_path / "labels.zarr", PROVENANCE)
+    for i, labels in enumerate(_maps()):
+        store.write(f"ulm_000000_00000{i}", labels, source=f"{i}.png")
+    store.write_failure("ulm_000000_000009", "9.png", "corrupt")
+    return store
+
+
+def _shard_bytes(store: LabelStore) -> int:
+    files = (Path(store.url) / "labels").rglob("*")
+    return sum(p.stat().st_size for p in files if p.is_file() and p.name != "zarr.json")
+
+
+def test_report_counts_images_pixels_and_classes(store):
+    report = storage_report(store)
+    assert (report["images"], report["failed"], report["pixels"]) == (2, 1, 2 * H * W)
+    assert report["class_pixels"]["road"] == 32 * W
+    assert report["class_pixels"]["sky"] == 32 * W
+    assert report["class_pixels"]["car"] == 16 * 32
+    assert len(report["class_pixels"]) == NUM_CLASSES
+    assert report["labelled_fraction"] == pytest.approx((H * W + 16 * 32) / (2 * H * W))
+
+
+def test_report_sizes_are_the_shard_bytes_on_disk(store):
+    report = storage_report(store)
+    stored = _shard_bytes(store)
+    assert report["label_bytes"] == stored
+    assert report["bytes_per_image"] == stored / 2
+    assert report["bits_per_pixel"] == pytest.approx(8 * stored / (2 * H * W))
+    everything = sum(p.stat().st_size for p in Path(store.url).rglob("*") if p.is_file())
+    assert report["bytes_on_disk"] == everything > stored
+
+
+def test_savings_ratios_compare_the_same_maps(store):
+    report = storage_report(store)
+    stored = _shard_bytes(store)
+    pixels = 2 * H * W
+    assert report["vs_uint8"] == pytest.approx(pixels / stored)
+    assert report["vs_soft_fp16"] == pytest.approx(pixels * NUM_CLASSES * 2 / stored)
+    assert report["vs_soft_fp32"] == pytest.approx(pixels * NUM_CLASSES * 4 / stored)
+    png = sum(len(encode_png(m)) for m in _maps())
+    assert report["vs_png"] == pytest.approx(png / stored)
+
+
+def test_extrapolation_scales_the_measured_bits_per_pixel(store):
+    big = storage_report(store)["extrapolation"]
+    pixels = 19_998 * 1024 * 2048
+    assert big["uint8_bytes"] == pixels
+    assert big["soft_fp32_bytes"] == pixels * NUM_CLASSES * 4
+    assert big["label_bytes"] == pytest.approx(pixels * _shard_bytes(store) / (2 * H * W))
+
+
+def test_png_sample_limits_the_images_reencoded(store):
+    assert storage_report(store, png_sample=1)["png_sample_images"] == 1
+
+
+def test_store_without_complete_images_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="no complete images"):
+        storage_report(LabelStore.create(tmp_path / "empty.zarr", PROVENANCE))
+
+
+def test_table_shows_the_headline_numbers(store):
+    console = Console(record=True, width=120)
+    console.print(storage_table(storage_report(store)))
+    text = console.export_text()
+    assert "bits per pixel" in text and "vs soft fp32" in text and "class car" in text
+    assert "19,998 x 2048x1024" in text
+
+
+@pytest.mark.parametrize(("n", "text"), [(950, "950 B"), (1500, "1.5 kB"), (6e8, "600.0 MB"), (2.1e12, "2.1 TB")])
+def test_human_bytes_uses_decimal_units(n, text):
+    assert human_bytes(n) == text
