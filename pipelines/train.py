@@ -1,0 +1,297 @@
+"""Train a teacher (or student) network: SGD with a poly schedule, periodic checkpoints, resume.
+
+One worker trains in-process; `workers > 1` runs data-parallel training with Ray Train's
+TorchTrainer (gloo on CPU, nccl on GPU). Everything a run produces lives in its run directory:
+`model.pt` (final), `checkpoints/iter_*.pt` (resumable state) and `metrics.jsonl`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from autolabel.dataset import SegmentationDataset, cityscapes_dataset
+from autolabel.transforms import AugmentConfig
+from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from models.teacher import Teacher, TeacherConfig
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+FINAL_MODEL = "model.pt"
+METRICS_LOG = "metrics.jsonl"
+KEEP_CHECKPOINTS = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """A training run; stored in its checkpoints' metadata."""
+
+    root: str
+    run_dir: str
+    preset: str = "tiny"
+    iters: int = 1000
+    batch_size: int = 8
+    crop: tuple[int, int] = (64, 128)
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 2.0
+    workers: int = 1
+    device: str = "cpu"
+    split: str = "train"
+    source: str = "gtFine"
+    manifest: str | None = None
+    class_uniform: float = 0.5
+    loader_workers: int = 1
+    checkpoint_every: int = 200
+    log_every: int = 10
+    seed: int = 0
+    use_mscale: bool = True
+    use_pointrend: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "crop", tuple(self.crop))
+        if self.iters < 1 or self.batch_size < 1 or self.workers < 1:
+            raise ValueError(f"iters, batch size and workers must be >= 1 (got {self.iters}, {self.batch_size}, {self.workers})")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.batch_size % self.workers:
+            raise ValueError(f"batch size {self.batch_size} must be divisible by the {self.workers} workers")
+
+    def model_config(self) -> TeacherConfig:
+        return TeacherConfig.preset(self.preset, use_mscale=self.use_mscale, use_pointrend=self.use_pointrend)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepReport:
+    iteration: int
+    total: int
+    loss: float
+    terms: dict
+    lr: float
+    images_per_s: float
+
+
+Reporter = Callable[[StepReport], None]
+
+
+def poly_lr(base_lr: float, iteration: int, total: int, power: float) -> float:
+    return base_lr * (1 - iteration / total) ** power
+
+
+class EpochSampler(Sampler[int]):
+    """This rank's share of a seeded per-epoch permutation, from `start` on (for resuming mid-epoch)."""
+
+    def __init__(self, size: int, seed: int, epoch: int, rank: int = 0, world: int = 1, start: int = 0) -> None:
+        order = np.random.default_rng([seed, epoch]).permutation(size)
+        per_rank = size // world
+        self.indices = order[rank * per_rank : (rank + 1) * per_rank][start:].tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def build_dataset(config: TrainConfig) -> SegmentationDataset:
+    augment = AugmentConfig(crop=config.crop)
+    if config.manifest:
+        from pipelines.fused import fused_dataset
+
+        return fused_dataset(config.manifest, augment, class_uniform=config.class_uniform, seed=config.seed)
+    return cityscapes_dataset(
+        config.root, config.split, config.source, augment, class_uniform=config.class_uniform, seed=config.seed
+    )
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted((Path(run_dir) / CHECKPOINTS).glob("iter_*.pt"))
+    return found[-1] if found else None
+
+
+def _metadata(config: TrainConfig, iteration: int, loss: float | None) -> dict:
+    return {
+        "training": dataclasses.asdict(config),
+        "iterations": iteration,
+        "metrics": {"train_loss": loss},
+        "torch": str(torch.__version__),
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _save_state(run_dir: Path, model: Teacher, optimizer, config: TrainConfig, iteration: int, loss: float) -> None:
+    ckpt_dir = Path(run_dir) / CHECKPOINTS
+    extra = {"optimizer": optimizer.state_dict(), "iteration": iteration}
+    ckpt = Checkpoint(model.config.to_dict(), model.state_dict(), _metadata(config, iteration, loss), extra)
+    save_checkpoint(ckpt_dir / f"iter_{iteration:08d}.pt", ckpt)
+    for old in sorted(ckpt_dir.glob("iter_*.pt"))[:-KEEP_CHECKPOINTS]:
+        old.unlink()
+
+
+def _append_metrics(run_dir: Path, row: dict) -> None:
+    with open(Path(run_dir) / METRICS_LOG, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _truncate_metrics(run_dir: Path, iteration: int) -> None:
+    """Drop log rows past the resumed iteration, so a resumed run never logs a step twice."""
+    path = Path(run_dir) / METRICS_LOG
+    if path.exists():
+        rows = [line for line in path.read_text().splitlines() if line and json.loads(line)["iteration"] <= iteration]
+        path.write_text("".join(row + "\n" for row in rows))
+
+
+def _batches(dataset: SegmentationDataset, config: TrainConfig, start_iter: int, rank: int, world: int):
+    """Endless (images, labels) batches from iteration `start_iter` on, epoch after epoch."""
+    per_rank = config.batch_size // world
+    steps_per_epoch = max(1, len(dataset) // config.batch_size)
+    epoch, step = divmod(start_iter, steps_per_epoch)
+    while True:
+        dataset.set_epoch(epoch)
+        sampler = EpochSampler(len(dataset), config.seed, epoch, rank, world, start=step * per_rank)
+        if len(dataset) < config.batch_size:  # tiny datasets: repeat to fill a batch
+            sampler.indices = (sampler.indices * math.ceil(config.batch_size / max(1, len(sampler.indices))))
+        loader = DataLoader(
+            dataset,
+            batch_size=per_rank,
+            sampler=sampler,
+            num_workers=config.loader_workers,
+            drop_last=True,
+            pin_memory=config.device == "cuda",
+        )
+        yield from loader
+        epoch, step = epoch + 1, 0
+
+
+def train_worker(config: TrainConfig, reporter: Reporter | None = None, rank: int = 0, world: int = 1,
+                 wrap: Callable[[Teacher], torch.nn.Module] | None = None) -> Path:
+    """The training loop of one worker; rank 0 writes logs and checkpoints. Returns the final model path."""
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed + rank)
+    device = torch.device(config.device)
+    model = Teacher(config.model_config()).to(device)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    start = 0
+    resume = latest_checkpoint(run_dir)
+    if resume is not None:
+        state = load_checkpoint(resume)
+        model.load_state_dict(state.state_dict)
+        optimizer.load_state_dict(state.extra["optimizer"])
+        start = int(state.extra["iteration"])
+        log.info("resuming %s from iteration %d", run_dir, start)
+        if rank == 0:
+            _truncate_metrics(run_dir, start)
+    net = wrap(model) if wrap else model
+    net.train()
+    dataset = build_dataset(config)
+    loss_value = float("nan")
+    tic, seen = time.perf_counter(), 0
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    batches = _batches(dataset, config, start, rank, world)
+    for iteration in range(start + 1, config.iters + 1):
+        images, labels = next(batches)
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        lr = poly_lr(config.lr, iteration - 1, config.iters, config.poly_power)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with autocast:
+            terms = net(images, labels)
+        loss = sum(terms.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"loss became {loss_value} at iteration {iteration}; lower --lr")
+        seen += images.shape[0] * world
+        if rank != 0:
+            continue
+        if iteration % config.log_every == 0 or iteration == config.iters:
+            elapsed = time.perf_counter() - tic
+            report = StepReport(iteration, config.iters, loss_value, {k: float(v.detach()) for k, v in terms.items()}, lr,
+                                seen / elapsed if elapsed > 0 else 0.0)
+            _append_metrics(run_dir, {"iteration": iteration, "loss": loss_value, **report.terms, "lr": lr,
+                                      "images_per_s": report.images_per_s})
+            if reporter:
+                reporter(report)
+            tic, seen = time.perf_counter(), 0
+        if iteration % config.checkpoint_every == 0 and iteration < config.iters:
+            _save_state(run_dir, model, optimizer, config, iteration, loss_value)
+    final = run_dir / FINAL_MODEL
+    if rank == 0:
+        if start < config.iters or not final.exists():
+            ckpt = Checkpoint(model.config.to_dict(), model.state_dict(), _metadata(config, config.iters, loss_value))
+            save_checkpoint(final, ckpt)
+            _save_state(run_dir, model, optimizer, config, config.iters, loss_value)
+    return final
+
+
+def _ray_worker_loop(config_dict: dict) -> None:
+    import ray.train
+    import ray.train.torch
+
+    config = TrainConfig(**config_dict)
+    ctx = ray.train.get_context()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.workers))
+    unused = not (config.use_mscale and config.use_pointrend)
+
+    def wrap(model: Teacher) -> torch.nn.Module:
+        return ray.train.torch.prepare_model(
+            model, move_to_device=False, parallel_strategy_kwargs={"find_unused_parameters": unused}
+        )
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    def reporter(report: StepReport) -> None:
+        log.info("iter %d/%d loss %.4f %.1f img/s", report.iteration, report.total, report.loss, report.images_per_s)
+
+    device = "cuda" if config.device == "cuda" else "cpu"
+    if device == "cuda":
+        torch.cuda.set_device(ray.train.torch.get_device())
+    train_worker(config, reporter, rank=ctx.get_world_rank(), world=ctx.get_world_size(), wrap=wrap)
+
+
+def train_ray(config: TrainConfig, address: str | None = None) -> Path:
+    """Data-parallel training on `config.workers` Ray Train workers."""
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    if not ray.is_initialized():
+        ray.init(address=address, num_cpus=None if address else os.cpu_count(), log_to_driver=True,
+                 include_dashboard=False)
+    use_gpu = config.device == "cuda"
+    trainer = TorchTrainer(
+        _ray_worker_loop,
+        train_loop_config=dataclasses.asdict(config),
+        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu,
+                                     resources_per_worker=None if use_gpu else {"CPU": 1}),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        run_config=RunConfig(storage_path=str(Path(config.run_dir).resolve() / "ray"), name="train"),
+    )
+    trainer.fit()
+    return Path(config.run_dir) / FINAL_MODEL
+
+
+def train(config: TrainConfig, reporter: Reporter | None = None, address: str | None = None) -> Path:
+    """Train to `config.iters` (resuming from the run directory's last checkpoint); return model.pt's path."""
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for but no CUDA device is available")
+    if config.workers == 1:
+        return train_worker(config, reporter)
+    return train_ray(config, address)
