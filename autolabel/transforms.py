@@ -235,3 +235,13 @@ def train_transform(config: AugmentConfig) -> SegmentationTransform:
 def eval_transform() -> SegmentationTransform:
     """No augmentation: normalise only."""
     return SegmentationTransform()
+
+
+def normalize_batch(images: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB images (N, H, W, 3) -> ImageNet-normalised float32 (N, 3, H, W), on their device.
+
+    Lets inference ship uint8 to the accelerator and normalise there.
+    """
+    mean = torch.as_tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.as_tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    return (images.permute(0, 3, 1, 2).float() - mean) / std  # (N, 3, H, W)

@@ -1,0 +1,65 @@
+"""Evaluate a checkpoint on a fine-labelled split: mIoU, per-class IoU, pixel accuracy, Boundary IoU."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from autolabel.images import read_image, read_label, write_png
+from autolabel.labels import to_label_ids, to_train_ids
+from autolabel.layout import list_samples
+from autolabel.metrics import SegmentationMetrics
+from autolabel.transforms import normalize_batch
+from models.predict import DEFAULT_MAX_PIXELS, predict
+from models.teacher import Teacher, load_model
+
+PREDICTION_SUFFIX = "_pred_labelIds.png"
+
+
+def predict_labels(
+    model: Teacher, image: np.ndarray, scales: Sequence[float], pointrend: bool, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> np.ndarray:
+    """Argmax train ids (H, W) uint8 of one RGB image (H, W, 3) uint8."""
+    device = next(model.parameters()).device
+    batch = normalize_batch(torch.from_numpy(image).unsqueeze(0).to(device))  # (1, 3, H, W)
+    probs = predict(model, batch, scales=scales, pointrend=pointrend, max_pixels=max_pixels)  # (1, K, H, W)
+    return probs.argmax(1)[0].to(torch.uint8).cpu().numpy()
+
+
+def prediction_path(out_dir: Path, city: str, stem: str) -> Path:
+    """Where a prediction goes in the Cityscapes results format (the official evaluator finds it by stem)."""
+    return Path(out_dir) / city / f"{stem}{PREDICTION_SUFFIX}"
+
+
+def evaluate(
+    root: Path,
+    checkpoint: Path,
+    split: str = "val",
+    scales: Sequence[float] = (1.0,),
+    pointrend: bool = True,
+    save_predictions: Path | None = None,
+    device: str = "cpu",
+    progress: Callable[[int, int], None] | None = None,
+    model: Teacher | None = None,
+) -> dict:
+    """Metrics of a checkpoint's predictions against a split's gtFine labels (fractions 0..1)."""
+    if model is None:
+        model, _ = load_model(checkpoint)
+    model = model.to(device).eval()
+    samples = list_samples(Path(root), split, "gtFine")
+    metrics = SegmentationMetrics()
+    for i, sample in enumerate(samples):
+        image = read_image(sample.image)
+        gt = to_train_ids(read_label(sample.label, shape=image.shape[:2]))
+        pred = predict_labels(model, image, scales, pointrend)
+        metrics.update(gt, pred)
+        if save_predictions is not None:
+            write_png(prediction_path(save_predictions, sample.city, sample.stem), to_label_ids(pred))
+        if progress:
+            progress(i + 1, len(samples))
+    result = dict(metrics.result())
+    result.update(images=len(samples), split=split, scales=list(scales), pointrend=pointrend)
+    return result
