@@ -51,7 +51,9 @@ MANIFEST = "manifest.parquet"
 METADATA_KEY = "zarr.json"
 
 DEFAULT_ZSTD_LEVEL = 9
-"""zstd level of new stores; benchmarks/storage.py measures size and speed per level."""
+"""zstd level of new stores, from benchmarks/storage.py (2048x1024 maps, one core): level 9 stores
+~16.5 kB/image at ~30 images/s, as fast to write as level 1 and 10% smaller; level 15 is 17% smaller
+again but 3x slower to write, 19 and 22 gain 4-6% more at 20-45x slower writes."""
 DEFAULT_CHUNK = 256
 """Side of the inner (randomly accessible) chunks; the shard is always the whole image."""
 
