@@ -40,8 +40,10 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def command(fn):
+def command(fn=None, *, name: str | None = None):
     """Register `fn` as a command; expected errors print one line and exit 1."""
+    if fn is None:
+        return functools.partial(command, name=name)
 
     @functools.wraps(fn)
     def run(*args, **kwargs):
@@ -52,7 +54,7 @@ def command(fn):
             console.print(f"[red]error:[/red] {exc}", highlight=False)
             raise typer.Exit(1) from None
 
-    return app.command()(run)
+    return app.command(name)(run)
 
 
 def progress_bar() -> Progress:
@@ -132,6 +134,175 @@ def describe(
     for name in CLASS_NAMES:
         hist.add_row(name, *(f"{report['splits'][s]['label_kinds'][k]['class_pixels'][name]:,}" for s, k in columns))
     out.print(hist)
+
+
+# --------------------------------------------------------------------------- import
+@command(name="import")
+def import_(
+    root: Annotated[Path, typer.Argument(help="Cityscapes-format dataset root.")],
+    out: Annotated[str, typer.Option("--out", help="Label store to write (path or fsspec URL, e.g. labels.zarr).")],
+    split: Annotated[str, typer.Option(help="Split whose label maps to import.")] = "train",
+    source: Annotated[str, typer.Option(help="Label kind: gtCoarse or gtFine.")] = "gtCoarse",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing store at --out.")] = False,
+) -> None:
+    """Import existing PNG label maps (label ids) into a label store, as train ids.
+
+    Converts a PNG label set into the compact zarr store; rerunning skips images already stored.
+    """
+    _import(root, out, split, source, overwrite)
+
+
+def _import(root: Path, out: str, split: str, source: str, overwrite: bool) -> None:
+    from autolabel.layout import LABEL_SOURCES
+    from pipelines.ingest import import_labels
+
+    if source not in LABEL_SOURCES:
+        raise typer.BadParameter(f"must be one of {', '.join(LABEL_SOURCES)}", param_hint="--source")
+    with progress_bar() as bar:
+        task = bar.add_task(f"import {split}/{source}", total=None)
+        summary = import_labels(root, split, source, out, overwrite,
+                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+    console.print(f"{summary.store}: {summary.written} written, {summary.skipped} already stored, "
+                  f"{len(summary.failed)} failed")
+    for image_id, error in summary.failed.items():
+        console.print(f"  failed {image_id}: {error}", highlight=False)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- inspect
+@command
+def inspect(
+    store: Annotated[str, typer.Argument(help="Label store (path or fsspec URL).")],
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    overlay: Annotated[Optional[str], typer.Option(help="Image id to render with its labels (needs --png).")] = None,
+    png: Annotated[Optional[Path], typer.Option(help="Where to write the --overlay rendering.")] = None,
+) -> None:
+    """Report a label store: images, failures, bytes, bits/pixel, labelled fraction, class pixels, and savings
+    against raw uint8, PNG and soft (19-class fp16/fp32) labels, extrapolated to 19,998 images of 1024x2048."""
+    _inspect(store, json_, overlay, png)
+
+
+def _inspect(store_url: str, json_: bool, overlay: str | None, png: Path | None) -> None:
+    from autolabel.store import LabelStore
+    from autolabel.storage_report import storage_report, storage_table
+
+    if (overlay is None) != (png is None):
+        raise typer.BadParameter("--overlay and --png go together", param_hint="--overlay/--png")
+    store = LabelStore.open(store_url)
+    if overlay is not None:
+        from autolabel.images import read_image, write_png
+        from autolabel.overlay import render_overlay
+
+        labels = store.read(overlay)
+        write_png(png, render_overlay(read_image(Path(store.record(overlay).source)), labels))
+        console.print(f"wrote {png}")
+        return
+    report = storage_report(store)
+    if json_:
+        print_json(report)
+    else:
+        out.print(storage_table(report))
+
+
+# --------------------------------------------------------------------------- train
+def _parse_hw(text: str, name: str) -> tuple[int, int]:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"expected HxW like 64x128, got {text!r}", param_hint=name) from None
+    return h, w
+
+
+def _parse_scales(text: str) -> tuple[float, ...]:
+    try:
+        scales = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated numbers like 0.5,1.0,2.0, got {text!r}",
+                                 param_hint="--scales") from None
+    if not scales or min(scales) <= 0:
+        raise typer.BadParameter("scales must be positive", param_hint="--scales")
+    return scales
+
+
+@command
+def train(
+    root: Annotated[Path, typer.Argument(help="Cityscapes-format dataset root (fine labels of --split are used).")],
+    out: Annotated[Path, typer.Option("--out", help="Run directory: model.pt, checkpoints/, metrics.jsonl.")],
+    preset: Annotated[str, typer.Option(help="Model size: tiny (CPU tests), w18s, w48 (the paper's teacher).")] = "tiny",
+    iters: Annotated[int, typer.Option(help="Training iterations (batches).")] = 1000,
+    batch_size: Annotated[int, typer.Option(help="Images per iteration, over all workers.")] = 8,
+    crop: Annotated[str, typer.Option(help="Training crop HxW.")] = "64x128",
+    lr: Annotated[float, typer.Option(help="Base learning rate (SGD, poly decay).")] = 0.01,
+    workers: Annotated[int, typer.Option(help="Data-parallel workers; more than 1 uses Ray Train.")] = 1,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    manifest: Annotated[Optional[str], typer.Option(help="Train on a fused manifest (autolabel fuse) instead.")] = None,
+    split: Annotated[str, typer.Option(help="Fine-labelled split to train on.")] = "train",
+    class_uniform: Annotated[float, typer.Option(help="Fraction of crops centred on class centroids.")] = 0.5,
+    checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N iterations.")] = 200,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address for --workers > 1.")] = None,
+) -> None:
+    """Train a teacher (or student) network; rerunning the same command resumes from the last checkpoint."""
+    from pipelines.train import TrainConfig
+
+    config = TrainConfig(root=str(root), run_dir=str(out), preset=preset, iters=iters, batch_size=batch_size,
+                         crop=_parse_hw(crop, "--crop"), lr=lr, workers=workers, device=device, manifest=manifest,
+                         split=split, class_uniform=class_uniform, checkpoint_every=checkpoint_every, seed=seed)
+    _train(config, address)
+
+
+def _train(config, address: str | None) -> None:
+    from pipelines.train import train as run_training
+
+    with progress_bar() as bar:
+        task = bar.add_task("train", total=config.iters)
+
+        def report(step) -> None:
+            bar.update(task, completed=step.iteration,
+                       description=f"train loss {step.loss:.3f} {step.images_per_s:.1f} img/s")
+
+        final = run_training(config, reporter=report, address=address)
+    console.print(f"model: {final}")
+
+
+# --------------------------------------------------------------------------- evaluate
+@command
+def evaluate(
+    root: Annotated[Path, typer.Argument(help="Cityscapes-format dataset root.")],
+    checkpoint: Annotated[Path, typer.Option(help="Model checkpoint (model.pt of a run).")],
+    split: Annotated[str, typer.Option(help="Fine-labelled split to evaluate on.")] = "val",
+    scales: Annotated[str, typer.Option(help="Inference scales, fused by multi-scale attention.")] = "1.0",
+    pointrend: Annotated[bool, typer.Option(help="Refine with PointRend subdivision.")] = True,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    save_predictions: Annotated[Optional[Path], typer.Option(help="Write label-id PNGs (Cityscapes results format).")] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON (fractions 0..1).")] = False,
+) -> None:
+    """Score a checkpoint: mIoU, per-class IoU, pixel accuracy and Boundary IoU on a fine-labelled split."""
+    _evaluate(root, checkpoint, split, _parse_scales(scales), pointrend, device, save_predictions, json_)
+
+
+def _evaluate(root, checkpoint, split, scales, pointrend, device, save_predictions, json_) -> None:
+    from pipelines.evaluate import evaluate as run_evaluation
+
+    with progress_bar() as bar:
+        task = bar.add_task(f"evaluate {split}", total=None)
+        result = run_evaluation(root, checkpoint, split, scales, pointrend, save_predictions, device,
+                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if json_:
+        print_json(result)
+        return
+    table = Table(title=f"{checkpoint} on {split} (scales {','.join(map(str, scales))}, "
+                        f"PointRend {'on' if pointrend else 'off'})")
+    table.add_column("class")
+    table.add_column("IoU", justify="right")
+    table.add_column("Boundary IoU", justify="right")
+    for name, iou in result["iou"].items():
+        biou = result["boundary_iou_per_class"].get(name)
+        table.add_row(name, f"{iou:.1%}", "-" if biou is None else f"{biou:.1%}")
+    table.add_row("[bold]mean[/bold]", f"[bold]{result['miou']:.1%}[/bold]", f"[bold]{result['boundary_iou']:.1%}[/bold]")
+    out.print(table)
+    out.print(f"pixel accuracy {result['pixel_accuracy']:.1%} over {result['images']} images")
 
 
 def main() -> None:
