@@ -278,7 +278,9 @@ class LabelStore:
     def check_provenance(self, expected: Provenance) -> None:
         """Raise ProvenanceMismatchError naming every field where the store differs from `expected`."""
         stored, wanted = self.provenance.to_dict(), expected.to_dict()
-        diffs = [f"{k}: store has {stored[k]!r}, run has {wanted[k]!r}" for k in stored if stored[k] != wanted[k]]
+        diffs = [
+            f"{k}: store has {stored[k]!r}, run has {wanted[k]!r}" for k in stored if stored[k] != wanted[k]
+        ]
         if diffs:
             raise ProvenanceMismatchError(f"{self.url}: made with other settings; " + "; ".join(diffs))
 
@@ -461,7 +463,9 @@ class LabelStore:
         except (NodeNotFoundError, FileNotFoundError) as exc:
             raise ImageNotStoredError(f"{self.url}: image {image_id!r} is not stored") from exc
         if array.attrs.get("complete") is not True:
-            raise ImageNotStoredError(f"{self.url}: image {image_id!r} is incomplete (its write did not finish)")
+            raise ImageNotStoredError(
+                f"{self.url}: image {image_id!r} is incomplete (its write did not finish)"
+            )
         return array
 
     def _group(self, name: str) -> zarr.Group:
@@ -475,7 +479,10 @@ class LabelStore:
         }
 
     def _failed_records(self) -> dict[str, ImageRecord]:
-        return {name: ImageRecord.from_dict(group.attrs["record"]) for name, group in self._group(FAILED).groups()}
+        return {
+            name: ImageRecord.from_dict(group.attrs["record"])
+            for name, group in self._group(FAILED).groups()
+        }
 
 
 def _read_settings(url: str, zstore: Store) -> dict[str, Any]:

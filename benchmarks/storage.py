@@ -69,16 +69,18 @@ def street_scene(rng: np.random.Generator, height: int, width: int) -> np.ndarra
     for _ in range(rng.integers(2, 8)):  # cars on the road
         cx, cy = rng.uniform(0.15, 0.85) * width, rng.uniform(horizon + 20, height - 10)
         size = (cy - horizon) / (height - horizon) * width * 0.15 + 8
-        cv2.rectangle(labels, (int(cx - size), int(cy - size * 0.6)), (int(cx + size), int(cy)), cls["car"], -1)
+        top_left, bottom_right = (int(cx - size), int(cy - size * 0.6)), (int(cx + size), int(cy))
+        cv2.rectangle(labels, top_left, bottom_right, cls["car"], -1)
     for _ in range(rng.integers(0, 6)):  # people
         cx, cy = rng.uniform(0, width), rng.uniform(horizon, height)
         size = (cy - horizon) / (height - horizon) * height * 0.15 + 4
         center, axes = (int(cx), int(cy - size)), (max(1, int(size * 0.25)), int(size))
         cv2.ellipse(labels, center, axes, 0, 0, 360, cls["person"], -1)
+    sign_top = int(horizon * 0.4)
     for _ in range(rng.integers(1, 5)):  # poles with signs
         px, bottom = int(rng.uniform(0, width)), int(rng.uniform(horizon + 10, height))
-        cv2.line(labels, (px, bottom), (px, int(horizon * 0.4)), cls["pole"], max(1, width // 400))
-        cv2.rectangle(labels, (px - 8, int(horizon * 0.4)), (px + 8, int(horizon * 0.4) + 12), cls["traffic sign"], -1)
+        cv2.line(labels, (px, bottom), (px, sign_top), cls["pole"], max(1, width // 400))
+        cv2.rectangle(labels, (px - 8, sign_top), (px + 8, sign_top + 12), cls["traffic sign"], -1)
     return _threshold_holes(rng, _wobble(rng, labels))
 
 
@@ -136,7 +138,8 @@ def bench_store(workdir: Path, maps: dict[str, np.ndarray], level: int, chunk: i
     for image_id, window in zip(maps, windows):
         reader.read_window(image_id, *window)
     window_s = time.perf_counter() - start
-    return _result("zarr+zstd", level, reader.nbytes_on_disk("labels/", metadata=False), maps, write_s, read_s, window_s)
+    size = reader.nbytes_on_disk("labels/", metadata=False)
+    return _result("zarr+zstd", level, size, maps, write_s, read_s, window_s)
 
 
 def bench_png(workdir: Path, maps: dict[str, np.ndarray]) -> Result:
@@ -187,7 +190,9 @@ def _table(results: list[Result], raw_bytes_per_image: float, title: str) -> Tab
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--images", type=int, default=16, help="label maps per format (default 16)")
     parser.add_argument("--height", type=int, default=1024)
     parser.add_argument("--width", type=int, default=2048)
@@ -202,7 +207,8 @@ def main() -> None:
     labelled = float(np.mean([np.mean(m != IGNORE) for m in maps.values()]))
     with tempfile.TemporaryDirectory(prefix="autolabel-storage-") as tmp:
         workdir = Path(tmp)
-        results = [bench_png(workdir, maps)] + [bench_store(workdir, maps, lv, args.chunk) for lv in args.levels]
+        stores = [bench_store(workdir, maps, level, args.chunk) for level in args.levels]
+        results = [bench_png(workdir, maps), *stores]
     info = machine()
     console = Console(width=120)
     console.print(f"machine: {info['platform']}, {info['processor']}, {info['cpu_count']} CPUs; "

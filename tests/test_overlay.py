@@ -18,7 +18,8 @@ def test_labelled_pixels_blend_image_and_class_colour_and_ignore_stays_plain():
 def test_alpha_one_shows_only_the_class_colours():
     image = np.random.default_rng(0).integers(0, 256, size=(4, 4, 3), dtype=np.uint8)
     labels = np.full((4, 4), 11, dtype=np.uint8)
-    assert np.array_equal(render_overlay(image, labels, alpha=1.0), np.broadcast_to(TRAIN_ID_PALETTE[11], (4, 4, 3)))
+    expected = np.broadcast_to(TRAIN_ID_PALETTE[11], (4, 4, 3))
+    assert np.array_equal(render_overlay(image, labels, alpha=1.0), expected)
 
 
 def test_labels_of_another_size_are_rejected():

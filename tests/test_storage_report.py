@@ -93,6 +93,8 @@ def test_table_shows_the_headline_numbers(store):
     assert "19,998 x 2048x1024" in text
 
 
-@pytest.mark.parametrize(("n", "text"), [(950, "950 B"), (1500, "1.5 kB"), (6e8, "600.0 MB"), (2.1e12, "2.1 TB")])
+@pytest.mark.parametrize(
+    ("n", "text"), [(950, "950 B"), (1500, "1.5 kB"), (6e8, "600.0 MB"), (2.1e12, "2.1 TB")]
+)
 def test_human_bytes_uses_decimal_units(n, text):
     assert human_bytes(n) == text
