@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from autolabel.dataset import SegmentationDataset, cityscapes_dataset
+from autolabel.fused import fused_dataset
 from autolabel.transforms import AugmentConfig
 from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from models.teacher import Teacher, TeacherConfig
@@ -53,6 +54,10 @@ class TrainConfig:
     source: str = "gtFine"
     manifest: str | None = None
     class_uniform: float = 0.5
+    fine_fraction: float | None = None
+    """With a manifest: share of each epoch's samples from fine labels (None = natural proportions)."""
+    coarse_rare_only: bool = False
+    """With a manifest: centre coarse-label crops on rare classes only (the reference's coarse boost)."""
     loader_workers: int = 1
     checkpoint_every: int = 200
     log_every: int = 10
@@ -108,9 +113,9 @@ class EpochSampler(Sampler[int]):
 def build_dataset(config: TrainConfig) -> SegmentationDataset:
     augment = AugmentConfig(crop=config.crop)
     if config.manifest:
-        from pipelines.fused import fused_dataset
-
-        return fused_dataset(config.manifest, augment, class_uniform=config.class_uniform, seed=config.seed)
+        return fused_dataset(config.manifest, augment, class_uniform=config.class_uniform,
+                             fine_fraction=config.fine_fraction, coarse_rare_only=config.coarse_rare_only,
+                             seed=config.seed)
     return cityscapes_dataset(
         config.root, config.split, config.source, augment, class_uniform=config.class_uniform, seed=config.seed
     )

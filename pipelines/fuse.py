@@ -1,0 +1,94 @@
+"""Fuse fine labels, auto-labels from a store and (optionally) hand-made coarse labels into one manifest."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from autolabel.dataset import class_centroids, label_file_centroids
+from autolabel.fused import write_manifest
+from autolabel.images import read_label
+from autolabel.labels import IGNORE, NUM_CLASSES, to_train_ids
+from autolabel.layout import list_samples
+from autolabel.store import LabelStore, class_pixels
+
+
+@dataclass(frozen=True)
+class FuseSummary:
+    manifest: str
+    rows: dict[str, int]
+    """Samples per source."""
+    failed_auto: list[str] = field(default_factory=list)
+    """Auto-labelled images left out because their labelling failed."""
+
+
+def _pixel_counts(train_ids: np.ndarray) -> list[int]:
+    return list(class_pixels(train_ids))
+
+
+def _png_rows(root: Path, split: str, source_dir: str, source: str) -> list[dict]:
+    samples = [s for s in list_samples(root, split, source_dir, require_labels=False) if s.label is not None]
+    centroids = label_file_centroids([s.label for s in samples])
+    rows = []
+    for sample, cents in zip(samples, centroids):
+        train = to_train_ids(read_label(sample.label))
+        rows.append({
+            "image": str(sample.image), "source": source, "label_png": str(sample.label), "label_store": None,
+            "label_key": None, "height": train.shape[0], "width": train.shape[1],
+            "class_pixels": _pixel_counts(train), "centroids": cents,
+        })
+    return rows
+
+
+def _store_rows(store: LabelStore, progress: Callable[[int, int], None] | None) -> tuple[list[dict], list[str]]:
+    records = store.records()
+    done = [r for r in records if r.status == "done"]
+    rows = []
+    for i, record in enumerate(done):
+        labels = store.read(record.image_id)
+        rows.append({
+            "image": record.source, "source": "auto_coarse", "label_png": None, "label_store": store.url,
+            "label_key": record.image_id, "height": record.height, "width": record.width,
+            "class_pixels": list(record.class_pixels), "centroids": class_centroids(labels, NUM_CLASSES),
+        })
+        if progress:
+            progress(i + 1, len(done))
+    return rows, [r.image_id for r in records if r.status != "done"]
+
+
+def fuse(
+    root: Path,
+    out: Path,
+    labels: str | None = None,
+    coarse_gt: bool = False,
+    fine_split: str = "train",
+    coarse_split: str = "train_extra",
+    progress: Callable[[int, int], None] | None = None,
+) -> FuseSummary:
+    """Write the fused manifest: fine `fine_split` + auto labels of `labels` (+ gtCoarse of `coarse_split`)."""
+    if labels is None and not coarse_gt:
+        raise ValueError("nothing to fuse with the fine labels: give a label store, --coarse-gt, or both")
+    root = Path(root)
+    rows = _png_rows(root, fine_split, "gtFine", "fine")
+    failed: list[str] = []
+    if labels is not None:
+        auto, failed = _store_rows(LabelStore.open(labels), progress)
+        rows += auto
+    if coarse_gt:
+        rows += _png_rows(root, coarse_split, "gtCoarse", "gt_coarse")
+    write_manifest(rows, out)
+    return FuseSummary(str(out), dict(Counter(r["source"] for r in rows)), failed)
+
+
+def labelled_accuracy(labels: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
+    """(labelled pixels, correct labelled pixels, evaluable pixels) of a label map against the true one.
+
+    Only pixels whose truth is not ignored count; a labelled pixel is one not 255.
+    """
+    valid = truth != IGNORE
+    labelled = valid & (labels != IGNORE)
+    return int(labelled.sum()), int((labelled & (labels == truth)).sum()), int(valid.sum())
