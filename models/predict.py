@@ -27,6 +27,9 @@ DEFAULT_MAX_PIXELS = 1024 * 2048
 WINDOW_OVERLAP = 1 / 3
 """Fraction of a window shared with its neighbour."""
 
+MIN_WINDOW = FEATURE_STRIDE * 16
+"""Smallest window side; `PredictOptions` requires a budget of at least MIN_WINDOW**2 pixels."""
+
 
 @dataclasses.dataclass(frozen=True)
 class PredictOptions:
@@ -39,8 +42,8 @@ class PredictOptions:
         object.__setattr__(self, "scales", tuple(sorted({float(s) for s in self.scales}, reverse=True)))
         if not self.scales or min(self.scales) <= 0:
             raise ValueError(f"scales must be positive numbers, got {self.scales}")
-        if self.batch_size < 1 or self.max_pixels < 64 * 64:
-            raise ValueError(f"batch_size must be >= 1 and max_pixels >= 4096, got {self}")
+        if self.batch_size < 1 or self.max_pixels < MIN_WINDOW**2:
+            raise ValueError(f"batch_size must be >= 1 and max_pixels >= {MIN_WINDOW**2}, got {self}")
 
 
 def window_starts(length: int, window: int, stride_multiple: int = FEATURE_STRIDE) -> list[int]:
@@ -53,14 +56,22 @@ def window_starts(length: int, window: int, stride_multiple: int = FEATURE_STRID
     return starts + [last] if not starts or starts[-1] != last else starts
 
 
+def _window_side(length: int, room: float) -> int:
+    """A side of at most `room` pixels (a feature-stride multiple, at least MIN_WINDOW), capped at `length`."""
+    return min(length, max(MIN_WINDOW, int(room) // FEATURE_STRIDE * FEATURE_STRIDE))
+
+
 def window_size(h: int, w: int, max_pixels: int) -> tuple[int, int]:
-    """Largest window of the image's aspect within the budget, sides multiples of the feature stride."""
+    """Largest window of about the image's aspect within the budget, sides multiples of the feature stride.
+
+    A side clamped to MIN_WINDOW or to the image shrinks the other, so the area stays within `max_pixels`
+    (for budgets of at least MIN_WINDOW**2).
+    """
     if h * w <= max_pixels:
         return h, w
-    ratio = math.sqrt(max_pixels / (h * w))
-    wh = max(FEATURE_STRIDE * 16, int(h * ratio) // FEATURE_STRIDE * FEATURE_STRIDE)
-    ww = max(FEATURE_STRIDE * 16, int(w * ratio) // FEATURE_STRIDE * FEATURE_STRIDE)
-    return min(h, wh), min(w, ww)
+    wh = _window_side(h, h * math.sqrt(max_pixels / (h * w)))
+    ww = _window_side(w, max_pixels / wh)
+    return _window_side(h, max_pixels / ww), ww
 
 
 def run_windows(model: Teacher, images: torch.Tensor, max_pixels: int) -> ScaleOutput:
