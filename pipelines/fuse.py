@@ -12,7 +12,7 @@ import numpy as np
 from autolabel.dataset import class_centroids, label_file_centroids
 from autolabel.fused import write_manifest
 from autolabel.images import read_label
-from autolabel.labels import IGNORE, NUM_CLASSES, to_train_ids
+from autolabel.labels import NUM_CLASSES, to_train_ids
 from autolabel.layout import list_samples
 from autolabel.store import LabelStore, class_pixels
 
@@ -83,12 +83,3 @@ def fuse(
     write_manifest(rows, out)
     return FuseSummary(str(out), dict(Counter(r["source"] for r in rows)), failed)
 
-
-def labelled_accuracy(labels: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
-    """(labelled pixels, correct labelled pixels, evaluable pixels) of a label map against the true one.
-
-    Only pixels whose truth is not ignored count; a labelled pixel is one not 255.
-    """
-    valid = truth != IGNORE
-    labelled = valid & (labels != IGNORE)
-    return int(labelled.sum()), int((labelled & (labels == truth)).sum()), int(valid.sum())
