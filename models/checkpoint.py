@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 FORMAT_VERSION = 1
+REQUIRED_KEYS = ("config", "state_dict", "metadata")
 
 
 @dataclass(frozen=True)
@@ -44,8 +45,14 @@ def save_checkpoint(path: Path, ckpt: Checkpoint) -> str:
         "extra": ckpt.extra,
     }
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())  # the data is on disk before the name points at it
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return file_sha256(path)
 
 
@@ -60,4 +67,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise ValueError(f"{path}: not a readable autolabel checkpoint ({exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise ValueError(f"{path}: not an autolabel checkpoint (format {FORMAT_VERSION} expected)")
+    missing = [key for key in REQUIRED_KEYS if not isinstance(payload.get(key), dict)]
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks {', '.join(missing)}")
     return Checkpoint(payload["config"], payload["state_dict"], payload["metadata"], payload.get("extra", {}))
