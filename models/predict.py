@@ -77,7 +77,7 @@ def window_size(h: int, w: int, max_pixels: int) -> tuple[int, int]:
 def run_windows(model: Teacher, images: torch.Tensor, max_pixels: int) -> ScaleOutput:
     """`model.run_scale` on (N, 3, H, W), in overlapping windows when H*W exceeds `max_pixels`.
 
-    Outputs are averaged where windows overlap, at stride 4: (N, C, ceil(H/4), ceil(W/4)).
+    Outputs are averaged (in float32) where windows overlap, at stride 4: (N, C, ceil(H/4), ceil(W/4)).
     """
     h, w = images.shape[-2:]
     wh, ww = window_size(h, w, max_pixels)
@@ -95,7 +95,7 @@ def run_windows(model: Teacher, images: torch.Tensor, max_pixels: int) -> ScaleO
             fy, fx = y0 // FEATURE_STRIDE, x0 // FEATURE_STRIDE
             th, tw = out.logits.shape[-2:]
             if sums is None:
-                sums = [t.new_zeros(t.shape[0], t.shape[1], fh, fw) for t in out]
+                sums = [t.new_zeros(t.shape[0], t.shape[1], fh, fw, dtype=torch.float32) for t in out]
             for acc, t in zip(sums, out):
                 acc[..., fy : fy + th, fx : fx + tw] += t.to(acc.dtype)
             count[..., fy : fy + th, fx : fx + tw] += 1
