@@ -746,7 +746,7 @@ def _street_objects(cam: Camera, rng: np.random.Generator, sides: tuple[Side, Si
         groups.append(_cycle(cam, rng, side.lateral(-rng.uniform(0.4, 1.2)), _log_depth(rng, near, far * 0.4),
                              ridden=True))
     taken = _Footprints()
-    wanted = ["car"] * int(rng.integers(2, 12)) + [v for v, p in (("truck", 0.25), ("bus", 0.2), ("train", 0.07))
+    wanted = ["car"] * int(rng.integers(2, 12)) + [v for v, p in (("truck", 0.25), ("bus", 0.2), ("train", 0.12))
                                                   if rng.random() < p]
     lanes = np.arange(left.kerb + 1.25, right.kerb - 1.0, 2.5)
     for label in wanted:
