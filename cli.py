@@ -305,6 +305,106 @@ def _evaluate(root, checkpoint, split, scales, pointrend, device, save_predictio
     out.print(f"pixel accuracy {result['pixel_accuracy']:.1%} over {result['images']} images")
 
 
+# --------------------------------------------------------------------------- fuse
+@command
+def fuse(
+    root: Annotated[Path, typer.Argument(help="Cityscapes-format dataset root.")],
+    out: Annotated[Path, typer.Option("--out", help="Fused manifest to write (Parquet).")],
+    labels: Annotated[Optional[str], typer.Option(help="Label store of auto-labels (autolabel label).")] = None,
+    coarse_gt: Annotated[bool, typer.Option(help="Also add the hand-made gtCoarse labels of --coarse-split.")] = False,
+    fine_split: Annotated[str, typer.Option(help="Split whose gtFine labels are the fine samples.")] = "train",
+    coarse_split: Annotated[str, typer.Option(help="Split whose gtCoarse labels --coarse-gt adds.")] = "train_extra",
+) -> None:
+    """Write the fused training manifest: fine labels + auto-labels from a store (+ hand-made coarse labels).
+
+    One row per sample with its label location, per-class pixel counts and class centroids; train a student on it
+    with `autolabel train ROOT --manifest FUSED.parquet`. Images whose auto-label failed are left out and counted.
+    """
+    from pipelines.fuse import fuse as run_fuse
+
+    with progress_bar() as bar:
+        task = bar.add_task("fuse", total=None)
+        summary = run_fuse(root, out, labels, coarse_gt, fine_split, coarse_split,
+                           progress=lambda done, total: bar.update(task, completed=done, total=total))
+    rows = ", ".join(f"{n} {source}" for source, n in summary.rows.items())
+    console.print(f"{summary.manifest}: {rows}; {len(summary.failed_auto)} failed auto-labels left out")
+
+
+# --------------------------------------------------------------------------- quickstart
+class _QuickstartReporter:
+    """One progress line per quickstart stage."""
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar = bar
+        self.task = None
+
+    def stage(self, name: str, reused: bool) -> None:
+        self.finish()
+        label = f"{name} (reused)" if reused else name
+        self.task = self.bar.add_task(label, total=1 if reused else None, completed=1 if reused else 0)
+
+    def progress(self, done: int, total: int | None) -> None:
+        self.bar.update(self.task, completed=done, total=total)
+
+    def finish(self) -> None:
+        if self.task is not None:
+            total = next(t.total for t in self.bar.tasks if t.id == self.task) or 1
+            self.bar.update(self.task, completed=total, total=total)
+
+
+@command
+def quickstart(
+    workdir: Annotated[Path, typer.Argument(help="Work directory for every stage's files.")] = Path("quickstart"),
+    teacher_iters: Annotated[Optional[int], typer.Option(help="Teacher training iterations.")] = None,
+    student_iters: Annotated[Optional[int], typer.Option(help="Student training iterations.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Start again from scratch in WORKDIR.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print results.json instead of the summary table.")] = False,
+) -> None:
+    """The whole job on the embedded synthetic dataset, in one command.
+
+    synth -> train teacher on fine -> evaluate -> label train_extra with Ray -> inspect storage -> fuse -> train student
+    -> evaluate; writes WORKDIR/results.json. Rerunning in the same WORKDIR reuses finished stages.
+    """
+    import dataclasses
+    import shutil
+
+    from pipelines.quickstart import QuickstartConfig, quickstart as run_quickstart
+
+    config = QuickstartConfig()
+    overrides = {k: v for k, v in {"teacher_iters": teacher_iters, "student_iters": student_iters}.items() if v}
+    config = dataclasses.replace(config, **overrides)
+    if overwrite and workdir.exists():
+        shutil.rmtree(workdir)
+    try:
+        with progress_bar() as bar:
+            reporter = _QuickstartReporter(bar)
+            results = run_quickstart(workdir, config, reporter)
+            reporter.finish()
+    except ValueError as exc:
+        raise Failure(str(exc)) from None
+    if json_:
+        print_json(results)
+        return
+    out.print(_results_table(results, workdir))
+
+
+def _results_table(results: dict, workdir: Path) -> Table:
+    t, s, a, st = results["teacher"], results["student"], results["auto_labels"], results["storage"]
+    table = Table(title=f"autolabel quickstart ({workdir / 'results.json'})")
+    table.add_column("stage")
+    table.add_column("measured", justify="right")
+    table.add_row("teacher (fine only): val mIoU / Boundary IoU", f"{t['miou']:.1%} / {t['boundary_iou']:.1%}")
+    table.add_row("auto-labels: labelled fraction / accuracy", f"{a['labelled_fraction']:.1%} / {a['accuracy']:.1%}")
+    table.add_row("gtCoarse: labelled fraction / accuracy",
+                  f"{a['gt_coarse_labelled_fraction']:.1%} / {a['gt_coarse_accuracy']:.1%}")
+    table.add_row("labelling throughput", f"{a['images_per_s']:.2f} images/s")
+    table.add_row("storage: bytes/image, bits/pixel", f"{st['bytes_per_image']:,.0f} B, {st['bits_per_pixel']:.3f}")
+    table.add_row("savings vs uint8 / PNG / soft fp16",
+                  f"{st['vs_uint8']:.0f}x / {st['vs_png']:.2f}x / {st['vs_soft_fp16']:,.0f}x")
+    table.add_row("student (fine + auto): val mIoU / Boundary IoU", f"{s['miou']:.1%} / {s['boundary_iou']:.1%}")
+    return table
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,194 @@
+"""The whole job on the embedded synthetic default, one stage after another, each reused when rerun.
+
+synth -> train teacher (fine) -> evaluate teacher -> label train_extra with Ray -> storage report
+-> label quality vs the hidden truth -> fuse -> train student (fine + auto) -> evaluate student.
+Every stage leaves its files in the work directory and its result in `stages/{name}.json`;
+`results.json` gathers them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from autolabel.store import LabelStore
+from autolabel.storage_report import storage_report
+from autolabel.synth import SynthConfig, generate
+from pipelines.evaluate import evaluate
+from pipelines.fuse import fuse
+from pipelines.label import label
+from pipelines.quality import coarse_quality, store_quality
+from pipelines.train import TrainConfig, train
+
+RESULTS = "results.json"
+CONFIG = "quickstart.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class QuickstartConfig:
+    """Defaults sized to finish on a 2-core CPU in under 15 minutes while still showing real learning."""
+
+    train: int = 32
+    val: int = 16
+    train_extra: int = 64
+    height: int = 128
+    width: int = 256
+    preset: str = "tiny"
+    teacher_iters: int = 600
+    student_iters: int = 600
+    batch_size: int = 8
+    crop: tuple[int, int] = (128, 256)
+    lr: float = 0.02
+    scales: tuple[float, ...] = (0.5, 1.0, 2.0)
+    threshold: float = 0.5
+    label_workers: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "crop", tuple(self.crop))
+        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+class Reporter(Protocol):
+    def stage(self, name: str, reused: bool) -> None: ...
+    def progress(self, done: int, total: int | None) -> None: ...
+
+
+class _Silent:
+    def stage(self, name: str, reused: bool) -> None:
+        pass
+
+    def progress(self, done: int, total: int | None) -> None:
+        pass
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+class Stages:
+    """Runs named stages once: a finished stage's result is read back from `stages/{name}.json`."""
+
+    def __init__(self, workdir: Path, reporter: Reporter) -> None:
+        self.dir = workdir / "stages"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.reporter = reporter
+
+    def run(self, name: str, fn: Callable[[], dict]) -> dict:
+        path = self.dir / f"{name}.json"
+        if path.exists():
+            self.reporter.stage(name, reused=True)
+            return json.loads(path.read_text())["result"]
+        self.reporter.stage(name, reused=False)
+        tic = time.perf_counter()
+        result = fn()
+        _write_json(path, {"result": result, "seconds": time.perf_counter() - tic})
+        return result
+
+
+def _check_config(workdir: Path, config: QuickstartConfig) -> None:
+    path = workdir / CONFIG
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored != config.to_dict():
+            diffs = ", ".join(f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in config.to_dict().items() if stored.get(k) != v)
+            raise ValueError(f"{workdir} holds a quickstart run with other settings ({diffs}); "
+                             "use another work directory or --overwrite")
+    else:
+        workdir.mkdir(parents=True, exist_ok=True)
+        _write_json(path, config.to_dict())
+
+
+def _train_config(config: QuickstartConfig, root: Path, run_dir: Path, iters: int, manifest: str | None) -> TrainConfig:
+    return TrainConfig(root=str(root), run_dir=str(run_dir), preset=config.preset, iters=iters,
+                       batch_size=config.batch_size, crop=config.crop, lr=config.lr, manifest=manifest,
+                       checkpoint_every=max(50, iters // 5), seed=config.seed)
+
+
+def _eval_summary(result: dict) -> dict:
+    return {k: result[k] for k in ("miou", "boundary_iou", "pixel_accuracy", "iou", "images", "scales")}
+
+
+def quickstart(workdir: Path, config: QuickstartConfig = QuickstartConfig(), reporter: Reporter | None = None) -> dict:
+    """Run (or finish) every stage in `workdir`; return and write `results.json`."""
+    workdir = Path(workdir)
+    reporter = reporter or _Silent()
+    _check_config(workdir, config)
+    stages = Stages(workdir, reporter)
+    root, truth = workdir / "data", workdir / "data_truth"
+    store_url = str(workdir / "labels.zarr")
+    fused = workdir / "fused.parquet"
+    synth_config = SynthConfig(train=config.train, val=config.val, train_extra=config.train_extra,
+                               height=config.height, width=config.width, seed=config.seed)
+
+    def _synth() -> dict:
+        generate(root, truth, synth_config, progress=reporter.progress, overwrite=True)
+        return {"root": str(root), "truth": str(truth), **dataclasses.asdict(synth_config)}
+
+    def _train(run: str, iters: int, manifest: str | None) -> Callable[[], dict]:
+        def run_training() -> dict:
+            cfg = _train_config(config, root, workdir / run, iters, manifest)
+            model = train(cfg, reporter=lambda step: reporter.progress(step.iteration, step.total))
+            return {"checkpoint": str(model)}
+        return run_training
+
+    def _evaluate(checkpoint: str) -> Callable[[], dict]:
+        return lambda: _eval_summary(evaluate(root, Path(checkpoint), "val", config.scales, True,
+                                              progress=reporter.progress))
+
+    def _label() -> dict:
+        summary = label(root, Path(teacher["checkpoint"]), store_url, split="train_extra", scales=config.scales,
+                        threshold=config.threshold, workers=config.label_workers,
+                        progress=lambda done, failed, total: reporter.progress(done + failed, total))
+        return {"store": store_url, "images": summary.done + summary.skipped, "failed": len(summary.failed),
+                "images_per_s": summary.images_per_s}
+
+    def _quality() -> dict:
+        auto = store_quality(store_url, truth, "train_extra")
+        coarse = coarse_quality(root, truth, "train_extra")
+        return {"auto": auto.to_dict(), "gt_coarse": coarse.to_dict()}
+
+    def _fuse() -> dict:
+        summary = fuse(root, fused, labels=store_url, progress=reporter.progress)
+        return {"manifest": str(fused), "rows": summary.rows, "failed_auto": summary.failed_auto}
+
+    stages.run("synth", _synth)
+    teacher = stages.run("train_teacher", _train("teacher", config.teacher_iters, None))
+    teacher_eval = stages.run("evaluate_teacher", _evaluate(teacher["checkpoint"]))
+    labelled = stages.run("label", _label)
+    storage = stages.run("storage", lambda: storage_report(LabelStore.open(store_url)))
+    quality = stages.run("quality", _quality)
+    fused_rows = stages.run("fuse", _fuse)
+    student = stages.run("train_student", _train("student", config.student_iters, str(fused)))
+    student_eval = stages.run("evaluate_student", _evaluate(student["checkpoint"]))
+
+    results = {
+        "config": config.to_dict(),
+        "teacher": {**teacher_eval, "checkpoint": teacher["checkpoint"]},
+        "auto_labels": {
+            "images": labelled["images"],
+            "failed": labelled["failed"],
+            "images_per_s": labelled["images_per_s"],
+            "threshold": config.threshold,
+            "labelled_fraction": quality["auto"]["labelled_fraction"],
+            "accuracy": quality["auto"]["accuracy"],
+            "gt_coarse_labelled_fraction": quality["gt_coarse"]["labelled_fraction"],
+            "gt_coarse_accuracy": quality["gt_coarse"]["accuracy"],
+        },
+        "storage": {k: storage[k] for k in ("images", "bytes_per_image", "bits_per_pixel", "vs_uint8", "vs_png",
+                                             "vs_soft_fp16", "vs_soft_fp32", "extrapolation")},
+        "fused": fused_rows["rows"],
+        "student": {**student_eval, "checkpoint": student["checkpoint"]},
+    }
+    _write_json(workdir / RESULTS, results)
+    return results
