@@ -240,6 +240,9 @@ def train(
     split: Annotated[str, typer.Option(help="Fine-labelled split to train on.")] = "train",
     class_uniform: Annotated[float, typer.Option(help="Fraction of crops centred on class centroids.")] = 0.5,
     checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N iterations.")] = 200,
+    loader_workers: Annotated[int, typer.Option(help="Data-loading processes per worker (0: in the training process).")] = 0,
+    fine_fraction: Annotated[Optional[float], typer.Option(help="With --manifest: share of fine samples per epoch.")] = None,
+    coarse_rare_only: Annotated[bool, typer.Option(help="With --manifest: centre coarse crops on rare classes only.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address for --workers > 1.")] = None,
 ) -> None:
@@ -248,7 +251,8 @@ def train(
 
     config = TrainConfig(root=str(root), run_dir=str(out), preset=preset, iters=iters, batch_size=batch_size,
                          crop=_parse_hw(crop, "--crop"), lr=lr, workers=workers, device=device, manifest=manifest,
-                         split=split, class_uniform=class_uniform, checkpoint_every=checkpoint_every, seed=seed)
+                         split=split, class_uniform=class_uniform, checkpoint_every=checkpoint_every, seed=seed,
+                         loader_workers=loader_workers, fine_fraction=fine_fraction, coarse_rare_only=coarse_rare_only)
     _train(config, address)
 
 

@@ -58,7 +58,10 @@ class TrainConfig:
     """With a manifest: share of each epoch's samples from fine labels (None = natural proportions)."""
     coarse_rare_only: bool = False
     """With a manifest: centre coarse-label crops on rare classes only (the reference's coarse boost)."""
-    loader_workers: int = 1
+    loader_workers: int = 0
+    """DataLoader processes; 0 loads in the training process (best on small CPU machines)."""
+    threads: int | None = None
+    """torch threads per worker; None = the machine's cores shared among workers and loader processes."""
     checkpoint_every: int = 200
     log_every: int = 10
     seed: int = 0
@@ -108,6 +111,11 @@ class EpochSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def compute_threads(workers: int, loader_workers: int) -> int:
+    """torch threads per training worker so workers and loader processes never oversubscribe the cores."""
+    return max(1, (os.cpu_count() or 1) // workers - loader_workers)
 
 
 def build_dataset(config: TrainConfig) -> SegmentationDataset:
@@ -186,6 +194,7 @@ def train_worker(config: TrainConfig, reporter: Reporter | None = None, rank: in
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed + rank)
+    torch.set_num_threads(config.threads or compute_threads(config.workers, config.loader_workers))
     device = torch.device(config.device)
     model = Teacher(config.model_config()).to(device)
     optimizer = torch.optim.SGD(
@@ -252,7 +261,6 @@ def _ray_worker_loop(config_dict: dict) -> None:
 
     config = TrainConfig(**config_dict)
     ctx = ray.train.get_context()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // config.workers))
     unused = not (config.use_mscale and config.use_pointrend)
 
     def wrap(model: Teacher) -> torch.nn.Module:
