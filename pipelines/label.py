@@ -1,0 +1,377 @@
+"""Auto-label a split with a teacher on Ray Data, into a label store; re-threshold stored labels.
+
+    image paths ──► decode (OpenCV; an unreadable file becomes a row with an error)
+                ──► actor pool: the teacher loaded once per actor; images of one size are predicted
+                    together (multi-scale attention, PointRend) and thresholded on the device; each
+                    image is written whole into the store by the actor that labelled it
+                ──► small result rows to the driver: progress, failure records, then the manifest
+
+The store's provenance (checkpoint sha256, scales, threshold, PointRend, keep_confidence) is fixed
+when it is created; a rerun with the same settings labels only the images that are not complete,
+so a run killed at any moment is finished by running it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from autolabel.images import decode_image
+from autolabel.layout import DatasetError, Sample, list_samples
+from autolabel.store import ImageNotStoredError, LabelStore, Provenance, StoreError
+from autolabel.threshold import rethreshold as rethreshold_labels
+from autolabel.threshold import threshold_probs
+from autolabel.transforms import normalize_batch
+from models.checkpoint import file_sha256
+from models.predict import DEFAULT_MAX_PIXELS, PredictOptions, predict
+from models.teacher import load_model
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, int], None]
+"""progress(done, failed, total) over the images a run labels."""
+
+DONE, FAILED = "done", "failed"
+NO_IMAGE = np.zeros((0, 0, 3), dtype=np.uint8)
+"""The image of a row whose file could not be decoded."""
+
+BLOCK_IMAGES = 8
+"""Most images per Ray Data block (the unit of scheduling, retry and progress) of a large split."""
+BLOCKS_PER_WORKER = 4
+"""Fewest blocks per actor, so small splits still keep every actor busy."""
+
+
+class RethresholdError(StoreError, ValueError):
+    """A store cannot be re-thresholded as asked; the message names the store and the reason."""
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """What every labelling actor needs besides the checkpoint and the store."""
+
+    options: PredictOptions = PredictOptions()
+    threshold: float = 0.5
+    keep_confidence: bool = False
+    device: str = "cpu"
+    torch_threads: int = 1
+
+
+@dataclass(frozen=True)
+class LabelSummary:
+    """What a run did; `labelled_fraction` and `bytes_per_image` describe every image in the store."""
+
+    store: str
+    total: int
+    """Images of the split (or of the source store, for rethreshold)."""
+    done: int
+    """Images labelled by this run."""
+    skipped: int
+    """Images already complete in the store before this run."""
+    failed: dict[str, str] = field(default_factory=dict)
+    """image id -> error, for images this run could not label."""
+    seconds: float = 0.0
+    """Wall time of the labelling itself (not of starting Ray)."""
+    images_per_s: float = 0.0
+    labelled_fraction: float = 0.0
+    """Mean fraction of pixels above the threshold, over the stored images."""
+    bytes_per_image: float = 0.0
+    """Mean compressed label bytes on disk per stored image (array metadata not counted)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# -- Ray Data stages ---------------------------------------------------------------------------
+
+
+def decode_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Read and decode the image at row["source"]; an unreadable file gets NO_IMAGE and its error."""
+    try:
+        data = Path(row["source"]).read_bytes()
+        return {**row, "image": decode_image(data, row["source"]), "error": ""}
+    except (OSError, DatasetError) as exc:
+        return {**row, "image": NO_IMAGE, "error": str(exc)}
+
+
+def group_by_shape(images: Sequence[np.ndarray], errors: Sequence[str]) -> dict[tuple[int, ...], list[int]]:
+    """Indices of the decoded images, grouped by (H, W, 3) shape, in batch order."""
+    groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for i, (image, error) in enumerate(zip(images, errors)):
+        if not error:
+            groups[tuple(image.shape)].append(i)
+    return dict(groups)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Labeler:
+    """Ray Data callable class: loads the teacher once, then labels batches and stores each image.
+
+    Takes batches with columns image_id, source, image (H, W, 3) uint8, error; returns image_id,
+    source, status ("done"/"failed"), error, labelled_fraction and seconds per image.
+    """
+
+    def __init__(self, checkpoint: str, store: LabelStore, settings: InferenceSettings) -> None:
+        torch.set_num_threads(settings.torch_threads)
+        self.settings = settings
+        self.store = store
+        self.device = torch.device(settings.device)
+        self.model = load_model(checkpoint)[0].to(self.device).eval()
+
+    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Labels and quantised confidence (N, H, W) uint8 of same-size RGB images (N, H, W, 3) uint8."""
+        s = self.settings
+        batch = normalize_batch(torch.from_numpy(images).to(self.device))  # (N, 3, H, W)
+        probs = predict(self.model, batch, s.options.scales, s.options.pointrend, s.options.batch_size,
+                        s.options.max_pixels)  # (N, K, H, W)
+        labels, confidence = threshold_probs(probs, s.threshold, with_confidence=True)  # (N, H, W) x2
+        return labels.cpu().numpy(), confidence.cpu().numpy()
+
+    def store_image(self, image_id: str, source: str, labels: np.ndarray, confidence: np.ndarray,
+                    started_at: datetime) -> float:
+        """Write one image's labels whole; returns its labelled fraction."""
+        record = self.store.write(
+            image_id, labels, source=source, mean_confidence=float(confidence.mean()) / 255.0,
+            confidence=confidence if self.settings.keep_confidence else None, started_at=started_at,
+        )
+        return float(record.labelled_fraction)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ids, sources = list(batch["image_id"]), list(batch["source"])
+        status, errors = [FAILED] * len(ids), [str(e) for e in batch["error"]]
+        fractions, seconds = np.full(len(ids), np.nan), np.zeros(len(ids))
+        for indices in group_by_shape(batch["image"], errors).values():
+            started, tic = _utc_now(), time.perf_counter()
+            try:
+                labels, confidence = self.infer(np.stack([batch["image"][i] for i in indices]))
+            except Exception as exc:  # a bad group fails its images, never the job
+                log.exception("inference failed for %s", [ids[i] for i in indices])
+                for i in indices:
+                    errors[i] = f"inference failed: {_describe(exc)}"
+                continue
+            share = (time.perf_counter() - tic) / len(indices)
+            for j, i in enumerate(indices):
+                tic = time.perf_counter()
+                try:
+                    fractions[i] = self.store_image(ids[i], sources[i], labels[j], confidence[j], started)
+                except Exception as exc:  # e.g. storage errors: recorded, retried by a rerun
+                    log.exception("storing %s failed", ids[i])
+                    errors[i] = f"storing failed: {_describe(exc)}"
+                    continue
+                status[i], seconds[i] = DONE, share + time.perf_counter() - tic
+        return {
+            "image_id": np.array(ids, dtype=object),
+            "source": np.array(sources, dtype=object),
+            "status": np.array(status, dtype=object),
+            "error": np.array(errors, dtype=object),
+            "labelled_fraction": fractions,
+            "seconds": seconds,
+        }
+
+
+# -- driver -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def ray_session(address: str | None = None) -> Iterator[int]:
+    """Use the running Ray, connect to `address` (or RAY_ADDRESS), or start a local Ray on every core.
+
+    Yields the cluster's CPU count. Shuts down only a Ray it started.
+    """
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address)
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+        started = True
+    elif address:
+        log.info("Ray is already initialised; ignoring address %s", address)
+    try:
+        yield max(1, int(ray.cluster_resources().get("CPU", 1)))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_labeling(
+    store: LabelStore,
+    samples: Sequence[Sample],
+    checkpoint: str | Path,
+    settings: InferenceSettings,
+    workers: int = 1,
+    gpus_per_worker: float = 0,
+    progress: Progress | None = None,
+    labeler: type[Labeler] = Labeler,
+) -> dict[str, str]:
+    """Label `samples` into `store` on the running Ray with `workers` actors of `labeler`.
+
+    Writes a failure record for every image that could not be labelled and returns them
+    (image id -> error). Does not write the manifest.
+    """
+    import ray
+
+    if workers < 1 or gpus_per_worker < 0:
+        raise ValueError(f"workers must be >= 1 and gpus_per_worker >= 0, got {workers}, {gpus_per_worker}")
+    total, done, failed = len(samples), 0, {}
+    if progress:
+        progress(0, 0, total)
+    if not samples:
+        return failed
+    items = [{"image_id": s.stem, "source": str(s.image)} for s in samples]
+    blocks = min(len(items), max(math.ceil(len(items) / BLOCK_IMAGES), BLOCKS_PER_WORKER * workers))
+    ds = ray.data.from_items(items, override_num_blocks=blocks)
+    ds.context.enable_progress_bars = False
+    ds = ds.map(decode_row).map_batches(
+        labeler,
+        fn_constructor_kwargs={"checkpoint": str(checkpoint), "store": store, "settings": settings},
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        batch_size=settings.options.batch_size,
+        num_gpus=gpus_per_worker,
+    )  # Ray Data replaces a dead actor and retries its block on the replacement
+    for row in ds.iter_rows():
+        if row["status"] == DONE:
+            done += 1
+        else:
+            failed[row["image_id"]] = row["error"]
+            store.write_failure(row["image_id"], row["source"], row["error"])
+        if progress:
+            progress(done, len(failed), total)
+    return failed
+
+
+def open_store(out: str | Path, provenance: Provenance, overwrite: bool = False) -> LabelStore:
+    """The store at `out` for `provenance`: resumed, created, or (with `overwrite`) recreated empty."""
+    if overwrite:
+        return LabelStore.create(out, provenance, overwrite=True)
+    return LabelStore.open_or_create(out, provenance)
+
+
+def summarize(store: LabelStore, total: int, done: int, skipped: int, failed: dict[str, str],
+              seconds: float) -> LabelSummary:
+    """Write the manifest (one writer: the driver) and summarise the run and the store."""
+    manifest = store.write_manifest()
+    fractions = [f for f, s in zip(manifest["labelled_fraction"].to_pylist(), manifest["status"].to_pylist())
+                 if s == DONE]
+    stored = len(fractions)
+    return LabelSummary(
+        store=store.url, total=total, done=done, skipped=skipped, failed=dict(sorted(failed.items())),
+        seconds=seconds, images_per_s=done / seconds if seconds > 0 else 0.0,
+        labelled_fraction=float(np.mean(fractions)) if stored else 0.0,
+        bytes_per_image=store.nbytes_on_disk("labels/", metadata=False) / stored if stored else 0.0,
+    )
+
+
+def label(
+    root: str | Path,
+    checkpoint: str | Path,
+    out: str | Path,
+    split: str = "train_extra",
+    scales: Sequence[float] = (1.0,),
+    pointrend: bool = True,
+    threshold: float = 0.5,
+    workers: int = 1,
+    gpus_per_worker: float = 0,
+    batch_size: int = 1,
+    address: str | None = None,
+    keep_confidence: bool = False,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    labeler: type[Labeler] = Labeler,
+) -> LabelSummary:
+    """Label every image of `split` with the teacher `checkpoint` into the label store `out`.
+
+    Pixels whose max probability exceeds `threshold` keep their class, the rest are 255 (ignore).
+    Resumes a store made with the same checkpoint and settings (only incomplete or failed images
+    are labelled again); a store made otherwise is refused with ProvenanceMismatchError unless
+    `overwrite`, which replaces it. Unreadable images are recorded as failed and named in the
+    summary; the job goes on. Runs on Ray at `address` (or RAY_ADDRESS), else on a local Ray;
+    `out` may be an fsspec URL and, like the images and checkpoint, must be reachable by every worker.
+    `keep_confidence` also stores the quantised max probability, for `rethreshold`. `labeler` may be
+    a subclass of Labeler that changes how a batch is labelled.
+    """
+    samples = list_samples(Path(root), split)
+    options = PredictOptions(scales=tuple(scales), pointrend=pointrend, batch_size=batch_size, max_pixels=max_pixels)
+    provenance = Provenance(file_sha256(Path(checkpoint)), options.scales, threshold, pointrend, keep_confidence)
+    store = open_store(out, provenance, overwrite)
+    stored = store.completed_ids()
+    todo = [s for s in samples if s.stem not in stored]
+    log.info("%s: %d of %d images of %s to label", store.url, len(todo), len(samples), split)
+    with ray_session(address) as cpus:
+        settings = InferenceSettings(
+            options=options, threshold=threshold, keep_confidence=keep_confidence,
+            device="cuda" if gpus_per_worker > 0 else "cpu", torch_threads=max(1, cpus // workers),
+        )
+        tic = time.perf_counter()
+        failed = run_labeling(store, todo, checkpoint, settings, workers, gpus_per_worker, progress, labeler)
+        seconds = time.perf_counter() - tic
+    done = len(todo) - len(failed)
+    return summarize(store, len(samples), done, len(samples) - len(todo), failed, seconds)
+
+
+def rethreshold(
+    store_url: str | Path,
+    threshold: float,
+    out: str | Path,
+    overwrite: bool = False,
+    progress: Progress | None = None,
+) -> LabelSummary:
+    """A new store at `out` from a keep-confidence store, thresholded again at a higher `threshold`.
+
+    No teacher runs: a pixel stays labelled only where its stored confidence exceeds `threshold`.
+    A lower threshold than the store's is refused (the dropped pixels' classes are gone). The new
+    store keeps the confidence maps, so it can be re-thresholded again; reruns resume it.
+    """
+    source = LabelStore.open(store_url)
+    old = source.provenance
+    if not old.keep_confidence:
+        raise RethresholdError(f"{source.url}: made without keep_confidence; it cannot be re-thresholded "
+                         "(label again with keep_confidence)")
+    if threshold < old.threshold:
+        raise RethresholdError(f"{source.url}: threshold {threshold} is below the store's {old.threshold}; "
+                         "pixels under the store's threshold have no class left to restore")
+    target = open_store(out, replace(old, threshold=threshold), overwrite)
+    records = source.records()
+    stored = target.completed_ids()
+    todo = [r for r in records if r.image_id not in stored]
+    tic, done, failed = time.perf_counter(), 0, {}
+    for record in todo:
+        if record.status == DONE:
+            try:
+                confidence = source.read_confidence(record.image_id)
+                labels = rethreshold_labels(source.read(record.image_id), confidence, threshold)
+            except ImageNotStoredError as exc:  # removed from the source while we ran
+                failed[record.image_id] = str(exc)
+                target.write_failure(record.image_id, record.source, str(exc))
+            else:
+                target.write(record.image_id, labels, source=record.source, confidence=confidence)
+                done += 1
+        else:
+            failed[record.image_id] = record.error or "failed in the source store"
+            target.write_failure(record.image_id, record.source, failed[record.image_id])
+        if progress:
+            progress(done, len(failed), len(todo))
+    seconds = time.perf_counter() - tic
+    return summarize(target, len(records), done, len(records) - len(todo), failed, seconds)
