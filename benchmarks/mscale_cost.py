@@ -9,7 +9,7 @@ the manner of Chen et al. ("Attention to Scale"), which runs every scale (0.5, 1
 and fuses them with a softmax over scales of per-scale attention scores (here the logit of the same
 attention head), with the same main + aux losses. PointRend is off in both: its cost is the same.
 
-Inference (`models.predict.predict`) per scale set: FLOPs, median wall time and peak memory, each set
+Inference (`models.predict.predict`) per scale set: FLOPs, best wall time and peak memory, each set
 in a fresh process. Peak memory is `torch.cuda.max_memory_allocated` growth on CUDA; on the CPU it is
 the process's peak resident set during the call (VmHWM, reset through /proc/self/clear_refs) minus
 its resident set just before it (Linux only). Neither tracemalloc (it does not see torch's tensor
@@ -23,7 +23,6 @@ import json
 import multiprocessing
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -101,7 +100,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _timed(run: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Median wall time of `repeats` runs."""
+    """Best wall time of `repeats` runs: the one least disturbed by other load on the machine."""
     times = []
     for _ in range(repeats):
         _sync(device)
@@ -109,7 +108,7 @@ def _timed(run: Callable[[], object], repeats: int, device: torch.device) -> flo
         run()
         _sync(device)
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
 
 
 def train_cost(
@@ -121,7 +120,7 @@ def train_cost(
     labels: torch.Tensor,
     repeats: int,
 ) -> TrainCost:
-    """FLOPs (counted on the first, warm-up step) and median time of forward + backward, per image."""
+    """FLOPs (counted on the first, warm-up step) and best time of forward + backward, per image."""
 
     def step() -> None:
         model.zero_grad(set_to_none=True)
@@ -220,7 +219,7 @@ def main() -> None:
     parser.add_argument("--height", type=int, help="image height (default: 256 on CPU, 1024 on CUDA)")
     parser.add_argument("--width", type=int, help="image width (default: 512 on CPU, 2048 on CUDA)")
     parser.add_argument("--train-batch", type=int, default=2, help="images per training step (default 2)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the median is reported")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the best is reported")
     parser.add_argument("--pointrend", action=argparse.BooleanOptionalAction, default=True,
                         help="refine inference with PointRend (default on)")
     parser.add_argument("--json", action="store_true", help="print one JSON line with all figures last")
