@@ -74,7 +74,7 @@ def window_size(h: int, w: int, max_pixels: int) -> tuple[int, int]:
     return _window_side(h, max_pixels / ww), ww
 
 
-def run_windows(model: Teacher, images: torch.Tensor, max_pixels: int) -> ScaleOutput:
+def run_windows(model: Teacher, images: torch.Tensor, max_pixels: int, attention: bool = True) -> ScaleOutput:
     """`model.run_scale` on (N, 3, H, W), in overlapping windows when H*W exceeds `max_pixels`.
 
     Outputs are averaged (in float32) where windows overlap, at stride 4: (N, C, ceil(H/4), ceil(W/4)).
@@ -82,24 +82,25 @@ def run_windows(model: Teacher, images: torch.Tensor, max_pixels: int) -> ScaleO
     h, w = images.shape[-2:]
     wh, ww = window_size(h, w, max_pixels)
     if (wh, ww) == (h, w):
-        return model.run_scale(images)
+        return model.run_scale(images, attention=attention)
     fh, fw = -(-h // FEATURE_STRIDE), -(-w // FEATURE_STRIDE)
-    sums: list[torch.Tensor] | None = None
+    sums: list[torch.Tensor | None] | None = None
     count = images.new_zeros(1, 1, fh, fw)
     ys, xs = window_starts(h, wh), window_starts(w, ww)
     for y0 in ys:
         for x0 in xs:
             y1 = h if y0 == ys[-1] else y0 + wh  # the last window reaches the border
             x1 = w if x0 == xs[-1] else x0 + ww
-            out = model.run_scale(images[..., y0:y1, x0:x1])
+            out = model.run_scale(images[..., y0:y1, x0:x1], attention=attention)
             fy, fx = y0 // FEATURE_STRIDE, x0 // FEATURE_STRIDE
             th, tw = out.logits.shape[-2:]
             if sums is None:
-                sums = [t.new_zeros(t.shape[0], t.shape[1], fh, fw, dtype=torch.float32) for t in out]
+                sums = [None if t is None else t.new_zeros(*t.shape[:2], fh, fw, dtype=torch.float32) for t in out]
             for acc, t in zip(sums, out):
-                acc[..., fy : fy + th, fx : fx + tw] += t.to(acc.dtype)
+                if acc is not None:
+                    acc[..., fy : fy + th, fx : fx + tw] += t.to(acc.dtype)
             count[..., fy : fy + th, fx : fx + tw] += 1
-    return ScaleOutput(*(acc / count for acc in sums))
+    return ScaleOutput(*(None if acc is None else acc / count for acc in sums))
 
 
 def _autocast(device: torch.device):
@@ -111,12 +112,18 @@ def _autocast(device: torch.device):
 def predict_logits(model: Teacher, images: torch.Tensor, options: PredictOptions) -> torch.Tensor:
     """Fused (and PointRend-refined) logits (N, K, H, W) at input resolution for one batch."""
     h, w = images.shape[-2:]
-    outputs = {s: run_windows(model, scaled(images, s), options.max_pixels) for s in options.scales}
-    fused = fuse_scales({s: o.logits for s, o in outputs.items()}, {s: o.attention for s, o in outputs.items()})
+    highest = options.scales[0]  # its attention is never used
+    outputs = {
+        s: run_windows(model, scaled(images, s), options.max_pixels, attention=s != highest) for s in options.scales
+    }
+    fused = fuse_scales(
+        {s: o.logits for s, o in outputs.items()},
+        {s: o.attention for s, o in outputs.items() if o.attention is not None},
+    )
     use_pointrend = options.pointrend and model.config.use_pointrend
     if not use_pointrend:
         return F.interpolate(fused.float(), size=(h, w), mode="bilinear", align_corners=False)
-    base = outputs[1.0] if 1.0 in outputs else run_windows(model, images, options.max_pixels)
+    base = outputs[1.0] if 1.0 in outputs else run_windows(model, images, options.max_pixels, attention=False)
     coarse = F.interpolate(fused, size=base.fine.shape[-2:], mode="bilinear", align_corners=False)
     steps, points = model.config.pointrend.subdivision(tuple(coarse.shape[-2:]), (h, w))
     return subdivision_inference(coarse.float(), base.fine.float(), model.point_head, (h, w), steps, points)

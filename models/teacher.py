@@ -83,7 +83,7 @@ class ScaleOutput(NamedTuple):
 
     logits: torch.Tensor  # (N, K, h, w)
     aux_logits: torch.Tensor  # (N, K, h, w)
-    attention: torch.Tensor  # (N, 1, h, w)
+    attention: torch.Tensor | None  # (N, 1, h, w); None where not asked for
     fine: torch.Tensor  # (N, sum(widths), h, w): PointRend's fine-grained features
 
 
@@ -98,16 +98,19 @@ class Teacher(nn.Module):
             self.backbone.out_channels, config.num_classes, config.pointrend.fc_channels, config.pointrend.num_fc
         )
 
-    def run_scale(self, images: torch.Tensor) -> ScaleOutput:
-        """Backbone + OCR + attention on one (already resized) batch (N, 3, H, W)."""
+    def run_scale(self, images: torch.Tensor, attention: bool = True) -> ScaleOutput:
+        """Backbone + OCR + attention on one (already resized) batch (N, 3, H, W).
+
+        `attention=False` skips the attention head, whose map the highest scale of a fusion never uses.
+        """
         fine = concat_branches(self.backbone(images))  # (N, sum(widths), H/4, W/4)
         ocr = self.ocr(fine)
-        return ScaleOutput(ocr.logits, ocr.aux_logits, self.attention(ocr.mid), fine)
+        return ScaleOutput(ocr.logits, ocr.aux_logits, self.attention(ocr.mid) if attention else None, fine)
 
     def losses(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Weighted loss terms for a batch: images (N, 3, H, W), labels (N, H, W) int64 with 255 ignored."""
         cfg = self.config
-        hi = self.run_scale(images)
+        hi = self.run_scale(images, attention=False)
         if cfg.use_mscale:
             lo = self.run_scale(scaled(images, MSCALE_TRAIN_SCALES[0]))
             joint = fuse_pair(lo.logits, hi.logits, lo.attention)  # (N, K, H/4, W/4)

@@ -31,11 +31,11 @@ class _CellModel(nn.Module):
         self.windows: list[tuple[int, int]] = []
         self.inference_mode: list[bool] = []
 
-    def run_scale(self, images: torch.Tensor) -> ScaleOutput:
+    def run_scale(self, images: torch.Tensor, attention: bool = True) -> ScaleOutput:
         self.windows.append((images.shape[-2], images.shape[-1]))
         self.inference_mode.append(torch.is_inference_mode_enabled())
         logits = F.max_pool2d(self.project(images), FEATURE_STRIDE, ceil_mode=True)  # (N, K, ceil(H/4), ceil(W/4))
-        return ScaleOutput(logits, -logits, torch.sigmoid(logits[:, :1]), logits.flip(1))
+        return ScaleOutput(logits, -logits, torch.sigmoid(logits[:, :1]) if attention else None, logits.flip(1))
 
 
 def _recording(model: Teacher) -> list[tuple[int, int]]:
@@ -43,9 +43,9 @@ def _recording(model: Teacher) -> list[tuple[int, int]]:
     sizes: list[tuple[int, int]] = []
     run_scale = model.run_scale
 
-    def recorded(images: torch.Tensor) -> ScaleOutput:
+    def recorded(images: torch.Tensor, attention: bool = True) -> ScaleOutput:
         sizes.append((images.shape[-2], images.shape[-1]))
-        return run_scale(images)
+        return run_scale(images, attention)
 
     model.run_scale = recorded
     return sizes
@@ -70,6 +70,18 @@ def test_single_scale_without_pointrend_is_softmax_of_upsampled_logits(model):
         logits = model.run_scale(images).logits  # (1, K, 10, 14)
     expected = torch.softmax(F.interpolate(logits, size=(37, 53), mode="bilinear", align_corners=False), dim=1)
     assert torch.allclose(predict(model, images, pointrend=False), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("scales", [(1.0,), (0.5, 1.0), (0.5, 1.0, 2.0)])
+def test_attention_head_runs_only_for_the_scales_below_the_highest(model, scales):
+    inputs: list[tuple[int, int]] = []
+    hook = model.attention.register_forward_hook(lambda module, args, out: inputs.append(tuple(args[0].shape[-2:])))
+    try:
+        predict(model, _images(1, 64, 96), scales=scales)
+    finally:
+        hook.remove()
+    lower = sorted(scales)[:-1]
+    assert sorted(inputs) == [(int(64 * s) // FEATURE_STRIDE, int(96 * s) // FEATURE_STRIDE) for s in lower]
 
 
 @pytest.mark.parametrize("length", [1, 3, 4, 64, 65, 67, 100, 127, 301])

@@ -83,6 +83,21 @@ def test_all_ignore_labels_give_zero_loss_and_finite_gradients():
     assert all(torch.isfinite(g).all() for g in _grads_of(model) if g is not None)
 
 
+def test_run_scale_without_attention_skips_the_head_and_keeps_the_logits():
+    model, images = _model().eval(), _batch()[0]
+    with torch.no_grad():
+        full, lean = model.run_scale(images), model.run_scale(images, attention=False)
+    assert full.attention.shape == (2, 1, 8, 16) and lean.attention is None
+    assert torch.equal(lean.logits, full.logits) and torch.equal(lean.fine, full.fine)
+
+
+def test_pair_training_runs_the_attention_head_on_the_low_scale_only():
+    model, inputs = _model(), []
+    model.attention.register_forward_hook(lambda module, args, out: inputs.append(tuple(args[0].shape[-2:])))
+    model.losses(*_batch())
+    assert inputs == [(4, 8)]  # stride 4 of the 0.5-scale 16x32 input
+
+
 @pytest.mark.parametrize("name", sorted(TEACHER_PRESETS))
 def test_config_round_trips_through_a_plain_dict(name):
     config = TeacherConfig.preset(name, scale_loss_weight=0.05)
