@@ -1,0 +1,98 @@
+"""The command line as users drive it: exit codes, JSON output, files written."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli") / "data"
+    result = invoke("synth", root, "--train", 2, "--val", 1, "--train-extra", 2, "--height", 64, "--width", 128)
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def test_synth_writes_the_hidden_truth_next_to_the_root(synth_root):
+    truth = synth_root.parent / "data_truth"
+    assert sorted(p.name for p in (truth / "gtFine").iterdir()) == ["train_extra"]
+
+
+def test_synth_refuses_an_existing_root_with_exit_1(synth_root):
+    result = invoke("synth", synth_root, "--train", 1, "--val", 1, "--train-extra", 1)
+    assert result.exit_code == 1
+    assert str(synth_root) in result.output
+
+
+def test_describe_json_counts_images_per_split(synth_root):
+    result = invoke("describe", synth_root, "--json")
+    assert result.exit_code == 0, result.output
+    splits = json.loads(result.stdout)["splits"]
+    assert {name: s["images"] for name, s in splits.items()} == {"train": 2, "val": 1, "train_extra": 2}
+    assert sorted(splits["train_extra"]["label_kinds"]) == ["gtCoarse"]
+
+
+def test_describe_missing_root_exits_1_naming_it(tmp_path):
+    result = invoke("describe", tmp_path / "absent")
+    assert result.exit_code == 1
+    assert "absent" in result.output
+
+
+def test_unknown_option_is_bad_usage_exit_2(synth_root):
+    assert invoke("describe", synth_root, "--bogus").exit_code == 2
+
+
+def test_import_then_inspect_json_reports_the_store(synth_root, tmp_path):
+    store = tmp_path / "coarse.zarr"
+    result = invoke("import", synth_root, "--split", "train_extra", "--source", "gtCoarse", "--out", store)
+    assert result.exit_code == 0, result.output
+    report = json.loads(invoke("inspect", store, "--json").stdout)
+    assert report["images"] == 2 and report["failed"] == 0
+    assert 0 < report["labelled_fraction"] < 0.8
+    for key in ("bytes_per_image", "bits_per_pixel", "vs_uint8", "vs_png", "vs_soft_fp16", "vs_soft_fp32"):
+        assert report[key] > 0
+
+
+def test_import_rejects_an_unknown_source_with_exit_2(synth_root, tmp_path):
+    assert invoke("import", synth_root, "--source", "gtMedium", "--out", tmp_path / "s.zarr").exit_code == 2
+
+
+def test_inspect_overlay_writes_a_png(synth_root, tmp_path):
+    store = tmp_path / "fine.zarr"
+    assert invoke("import", synth_root, "--split", "train", "--source", "gtFine", "--out", store).exit_code == 0
+    image_id = sorted(p.name for p in (store / "labels").iterdir() if p.is_dir())[0]
+    png = tmp_path / "overlay.png"
+    result = invoke("inspect", store, "--overlay", image_id, "--png", png)
+    assert result.exit_code == 0, result.output
+    assert png.stat().st_size > 0
+
+
+def test_train_then_evaluate_json_gives_fractions(synth_root, tmp_path):
+    run = tmp_path / "run"
+    result = invoke("train", synth_root, "--out", run, "--iters", 2, "--batch-size", 2, "--crop", "64x128")
+    assert result.exit_code == 0, result.output
+    assert (run / "model.pt").is_file()
+    result = invoke("evaluate", synth_root, "--checkpoint", run / "model.pt", "--json", "--scales", "0.5,1.0")
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout)
+    assert 0.0 <= metrics["miou"] <= 1.0 and 0.0 <= metrics["pixel_accuracy"] <= 1.0
+    assert set(metrics) >= {"miou", "iou", "boundary_iou", "pixel_accuracy"}
+
+
+def test_train_rejects_a_malformed_crop_with_exit_2(synth_root, tmp_path):
+    assert invoke("train", synth_root, "--out", tmp_path / "r", "--crop", "64by128").exit_code == 2
+
+
+def test_evaluate_missing_checkpoint_exits_1(synth_root, tmp_path):
+    result = invoke("evaluate", synth_root, "--checkpoint", tmp_path / "none.pt")
+    assert result.exit_code == 1
+    assert "none.pt" in result.output
