@@ -44,6 +44,11 @@ class TrainConfig:
     iters: int = 1000
     batch_size: int = 8
     crop: tuple[int, int] = (64, 128)
+    scale: tuple[float, float] = (0.5, 2.0)
+    """Random rescale range before cropping; (1.0, 1.0) keeps the images' size."""
+    flip: bool = True
+    jitter: float = 0.25
+    """Colour jitter strength; 0 turns it off."""
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -70,6 +75,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "crop", tuple(self.crop))
+        object.__setattr__(self, "scale", tuple(self.scale))
         if self.iters < 1 or self.batch_size < 1 or self.workers < 1:
             raise ValueError(f"iters, batch size and workers must be >= 1 (got {self.iters}, {self.batch_size}, {self.workers})")
         if self.device not in ("cpu", "cuda"):
@@ -119,7 +125,7 @@ def compute_threads(workers: int, loader_workers: int) -> int:
 
 
 def build_dataset(config: TrainConfig) -> SegmentationDataset:
-    augment = AugmentConfig(crop=config.crop)
+    augment = AugmentConfig(crop=config.crop, scale=config.scale, flip=config.flip, jitter=config.jitter)
     if config.manifest:
         return fused_dataset(config.manifest, augment, class_uniform=config.class_uniform,
                              fine_fraction=config.fine_fraction, coarse_rare_only=config.coarse_rare_only,
@@ -279,12 +285,20 @@ def _ray_worker_loop(config_dict: dict) -> None:
     train_worker(config, reporter, rank=ctx.get_world_rank(), world=ctx.get_world_size(), wrap=wrap)
 
 
+def _absolute_paths(config: TrainConfig) -> TrainConfig:
+    """The config with its local paths made absolute: Ray workers run in directories of their own."""
+    manifest = str(Path(config.manifest).resolve()) if config.manifest else None
+    return dataclasses.replace(config, root=str(Path(config.root).resolve()),
+                               run_dir=str(Path(config.run_dir).resolve()), manifest=manifest)
+
+
 def train_ray(config: TrainConfig, address: str | None = None) -> Path:
     """Data-parallel training on `config.workers` Ray Train workers."""
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    config = _absolute_paths(config)
     if not ray.is_initialized():
         ray.init(address=address, num_cpus=None if address else os.cpu_count(), log_to_driver=True,
                  include_dashboard=False)

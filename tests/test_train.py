@@ -1,0 +1,148 @@
+"""Training runs: learning, the run directory, resuming, config checks, fused manifests, Ray Train workers."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from autolabel.synth import SynthConfig, generate
+from models.checkpoint import load_checkpoint
+from models.teacher import TeacherConfig
+from pipelines.evaluate import evaluate
+from pipelines.fuse import fuse
+from pipelines.ingest import import_labels
+from pipelines.train import CHECKPOINTS, FINAL_MODEL, METRICS_LOG, TrainConfig, latest_checkpoint, train
+
+IMAGE_SIZE = (64, 128)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """A synthetic root: 2 train, 2 val, 3 train_extra images of 64x128."""
+    base = tmp_path_factory.mktemp("train_data")
+    generate(base / "root", base / "truth", SynthConfig(train=2, val=2, train_extra=3, height=64, width=128))
+    return base / "root"
+
+
+def quick_config(root: Path, run_dir: Path, **overrides) -> TrainConfig:
+    """The tiny single-scale network on whole unaugmented images, one thread: about 0.1 s an iteration."""
+    settings = dict(
+        root=str(root), run_dir=str(run_dir), preset="tiny", iters=4, batch_size=2, crop=IMAGE_SIZE,
+        scale=(1.0, 1.0), flip=False, jitter=0.0, class_uniform=0.0, use_mscale=False, use_pointrend=False,
+        threads=1, log_every=1, checkpoint_every=2,
+    )
+    return TrainConfig(**{**settings, **overrides})
+
+
+def logged_iterations(run_dir: Path) -> list[int]:
+    return [json.loads(line)["iteration"] for line in (run_dir / METRICS_LOG).read_text().splitlines()]
+
+
+def logged_losses(run_dir: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run_dir / METRICS_LOG).read_text().splitlines()]
+
+
+def test_tiny_network_overfits_two_images(root, tmp_path):
+    """200 iterations (about 15 s on a free core). Classes of under 50 pixels (terrain, truck, rider, signs)
+    stay out of reach of a stride-4 tiny network at 64x128, which caps train mIoU near 0.55."""
+    run_dir = tmp_path / "run"
+    model = train(quick_config(root, run_dir, iters=200, lr=0.1, checkpoint_every=1000))
+    losses = logged_losses(run_dir)
+    start, end = sum(losses[:5]) / 5, sum(losses[-10:]) / 10
+    assert end < 0.25 * start
+    result = evaluate(root, model, split="train", pointrend=False)
+    assert result["pixel_accuracy"] > 0.9
+    assert result["miou"] > 0.45
+
+
+def test_run_dir_holds_model_checkpoints_and_logged_iterations(root, tmp_path):
+    run_dir = tmp_path / "run"
+    model = train(quick_config(root, run_dir, iters=4, log_every=2, checkpoint_every=2))
+    assert model == run_dir / FINAL_MODEL and model.is_file()
+    assert sorted(p.name for p in (run_dir / CHECKPOINTS).iterdir()) == ["iter_00000002.pt", "iter_00000004.pt"]
+    assert logged_iterations(run_dir) == [2, 4]
+
+
+def test_more_iterations_resume_from_the_last_checkpoint(root, tmp_path):
+    run_dir = tmp_path / "run"
+    train(quick_config(root, run_dir, iters=4))
+    reported: list[int] = []
+    train(quick_config(root, run_dir, iters=6), reporter=lambda report: reported.append(report.iteration))
+    assert reported == [5, 6]
+    assert logged_iterations(run_dir) == [1, 2, 3, 4, 5, 6]
+    assert latest_checkpoint(run_dir).name == "iter_00000006.pt"
+    assert load_checkpoint(run_dir / FINAL_MODEL).metadata["iterations"] == 6
+
+
+def test_interrupted_run_resumes_without_logging_an_iteration_twice(root, tmp_path):
+    run_dir = tmp_path / "run"
+    config = quick_config(root, run_dir, iters=5, checkpoint_every=2)
+    train(config)
+    # As if killed after logging iteration 5 but before saving it: the last checkpoint is iteration 4.
+    (run_dir / FINAL_MODEL).unlink()
+    latest_checkpoint(run_dir).unlink()
+    assert latest_checkpoint(run_dir).name == "iter_00000004.pt"
+    reported: list[int] = []
+    train(config, reporter=lambda report: reported.append(report.iteration))
+    assert reported == [5]
+    assert logged_iterations(run_dir) == [1, 2, 3, 4, 5]
+
+
+def test_rerun_of_a_finished_run_trains_nothing_and_keeps_the_model(root, tmp_path):
+    run_dir = tmp_path / "run"
+    config = quick_config(root, run_dir, iters=2)
+    model = train(config)
+    before = (model.stat().st_mtime_ns, model.read_bytes(), (run_dir / METRICS_LOG).read_text())
+    reported: list[int] = []
+    assert train(config, reporter=lambda report: reported.append(report.iteration)) == model
+    assert reported == []
+    assert (model.stat().st_mtime_ns, model.read_bytes(), (run_dir / METRICS_LOG).read_text()) == before
+
+
+def test_model_metadata_holds_training_config_and_iterations(root, tmp_path):
+    config = quick_config(root, tmp_path / "run", iters=2, use_mscale=True, use_pointrend=True)
+    ckpt = load_checkpoint(train(config))
+    assert ckpt.metadata["iterations"] == 2
+    assert TrainConfig(**ckpt.metadata["training"]) == config
+    assert TeacherConfig.from_dict(ckpt.config) == config.model_config()
+    assert ckpt.extra == {}
+
+
+def test_batch_size_not_divisible_by_workers_is_rejected(root, tmp_path):
+    with pytest.raises(ValueError, match="batch size 3 must be divisible by the 2 workers"):
+        quick_config(root, tmp_path / "run", batch_size=3, workers=2)
+
+
+def test_cuda_device_without_cuda_is_rejected(root, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="no CUDA device"):
+        train(quick_config(root, tmp_path / "run", device="cuda"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_on_a_fused_manifest(root, tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOLABEL_CACHE", str(tmp_path / "cache"))
+    store = import_labels(root, "train_extra", "gtCoarse", str(tmp_path / "auto.zarr")).store
+    manifest = tmp_path / "fused.parquet"
+    fuse(root, manifest, labels=store, coarse_gt=True)
+    config = quick_config(root, tmp_path / "run", iters=3, manifest=str(manifest), class_uniform=0.5,
+                          fine_fraction=0.5, coarse_rare_only=True)
+    ckpt = load_checkpoint(train(config))
+    assert ckpt.metadata["training"]["manifest"] == str(manifest)
+    assert logged_iterations(tmp_path / "run") == [1, 2, 3]
+
+
+def test_two_ray_train_workers_produce_the_model(root, tmp_path, monkeypatch, ray_address):
+    """Relative paths on purpose: Ray workers run in other directories. About 30-45 s."""
+    monkeypatch.chdir(tmp_path)
+    config = quick_config(os.path.relpath(root, tmp_path), Path("run"), iters=2, workers=2)
+    model = train(config)
+    assert (tmp_path / "run" / FINAL_MODEL).is_file()
+    assert model.resolve() == (tmp_path / "run" / FINAL_MODEL).resolve()
+    assert logged_iterations(tmp_path / "run") == [1, 2]
+    assert load_checkpoint(model).metadata["training"]["workers"] == 2
