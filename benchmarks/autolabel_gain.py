@@ -1,0 +1,249 @@
+"""Does auto-labelling pay? Students trained on fine labels alone, + gtCoarse, + auto-coarse at 0.5 and 0.9.
+
+    python -m benchmarks.autolabel_gain --workdir /tmp/autolabel-gain --json          # CPU defaults
+    python -m benchmarks.autolabel_gain --device cuda --preset w18s --teacher-preset w18s \\
+        --height 512 --width 1024 --crop 512 1024 --train 256 --train-extra 1024 \\
+        --teacher-iters 8000 --student-iters 4000 --seeds 0 1 2 --threads 0 --json
+
+The hierarchical multi-scale attention paper's auto-labelling claim, on synthetic data with fixed
+seeds: one teacher is trained on the fine `train` split and labels `train_extra` on Ray (multi-scale,
+PointRend), keeping its confidence, so the 0.5 and 0.9 label sets come from the same teacher run
+(the 0.9 store is re-thresholded, not re-labelled). Students with the SAME budget (iterations,
+batch, crop, learning rate) then train on
+  (a) fine only, (b) fine + gtCoarse, (c) fine + auto-coarse @0.5, (d) fine + auto-coarse @0.9,
+and are scored on val (mIoU, Boundary IoU), averaged over --seeds. The coarse label sets are scored
+against the hidden true fine labels of train_extra, which training never reads: labelled fraction
+(coverage) and accuracy of the labelled pixels. Every stage is kept in --workdir and reused on rerun
+(more --seeds add students); changing any other setting needs another work directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from autolabel.synth import SynthConfig, generate
+from benchmarks.mscale_cost import machine
+from benchmarks.teacher_ablation import LogReporter, workdir_for
+from pipelines.evaluate import evaluate
+from pipelines.fuse import fuse
+from pipelines.label import label, rethreshold
+from pipelines.quality import coarse_quality, store_quality
+from pipelines.quickstart import Stages
+from pipelines.train import TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+THRESHOLDS = (0.5, 0.9)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One student's training labels."""
+
+    key: str
+    name: str
+    coarse_gt: bool = False
+    threshold: float | None = None
+    """Auto-label threshold; None = no auto-labels."""
+
+
+ARMS = (
+    Arm("fine", "(a) fine only"),
+    Arm("gt_coarse", "(b) fine + gtCoarse", coarse_gt=True),
+    Arm("auto_050", "(c) fine + auto-coarse @0.5", threshold=0.5),
+    Arm("auto_090", "(d) fine + auto-coarse @0.9", threshold=0.9),
+)
+
+
+@dataclass(frozen=True)
+class StudentScore:
+    arm: str
+    seeds: tuple[int, ...]
+    miou: float
+    miou_std: float
+    boundary_iou: float
+    boundary_iou_std: float
+    pixel_accuracy: float
+    per_seed_miou: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class LabelSetScore:
+    labels: str
+    images: int
+    labelled_fraction: float
+    accuracy: float
+
+
+def _store(workdir: Path, threshold: float) -> str:
+    return str(workdir / f"auto_{round(threshold * 100):03d}.zarr")
+
+
+def _train_config(args: argparse.Namespace, root: Path, run_dir: Path, *, preset: str, iters: int, seed: int,
+                  manifest: str | None = None) -> TrainConfig:
+    fused = manifest is not None
+    return TrainConfig(
+        root=str(root), run_dir=str(run_dir), preset=preset, iters=iters, batch_size=args.batch_size,
+        crop=tuple(args.crop), lr=args.lr, device=args.device, seed=seed, threads=args.threads or None,
+        checkpoint_every=max(50, iters // 5), manifest=manifest,
+        fine_fraction=args.fine_fraction if fused else None, coarse_rare_only=args.coarse_rare_only and fused,
+    )
+
+
+def _scores(result: dict) -> dict:
+    return {k: result[k] for k in ("miou", "boundary_iou", "pixel_accuracy")}
+
+
+def run_experiment(args: argparse.Namespace, workdir: Path) -> dict:
+    """Every stage (each reused when already in `workdir`); the figures of the report."""
+    stages = Stages(workdir, LogReporter())
+    root, truth = workdir / "data", workdir / "data_truth"
+    scales = tuple(args.scales)
+    synth = SynthConfig(train=args.train, val=args.val, train_extra=args.train_extra, height=args.height,
+                        width=args.width, seed=args.seed)
+    stages.run("synth", lambda: generate(root, truth, synth, overwrite=True).to_dict())
+
+    teacher_config = _train_config(args, root, workdir / "teacher", preset=args.teacher_preset,
+                                   iters=args.teacher_iters, seed=args.seed)
+    teacher = stages.run("train_teacher", lambda: {"checkpoint": str(train(teacher_config))})["checkpoint"]
+    teacher_eval = stages.run("evaluate_teacher", lambda: _scores(
+        evaluate(root, Path(teacher), "val", scales, True, device=args.device)))
+
+    low, high = THRESHOLDS
+    stages.run("label", lambda: label(
+        root, teacher, _store(workdir, low), split="train_extra", scales=scales, pointrend=True, threshold=low,
+        workers=args.label_workers, gpus_per_worker=1.0 / args.label_workers if args.device == "cuda" else 0,
+        keep_confidence=True).to_dict())
+    stages.run("rethreshold", lambda: rethreshold(_store(workdir, low), high, _store(workdir, high)).to_dict())
+    quality = stages.run("quality", lambda: {
+        "gtCoarse": coarse_quality(root, truth, "train_extra").to_dict(),
+        **{f"auto-coarse @{t}": store_quality(_store(workdir, t), truth, "train_extra").to_dict() for t in THRESHOLDS},
+    })
+
+    students: list[StudentScore] = []
+    for arm in ARMS:
+        manifest = None
+        if arm.key != "fine":
+            manifest = str(workdir / f"fused_{arm.key}.parquet")
+            labels = _store(workdir, arm.threshold) if arm.threshold is not None else None
+            stages.run(f"fuse_{arm.key}", lambda: asdict(fuse(root, Path(manifest), labels=labels,
+                                                              coarse_gt=arm.coarse_gt)))
+        runs = []
+        for seed in args.seeds:
+            config = _train_config(args, root, workdir / "students" / f"{arm.key}_seed{seed}", preset=args.preset,
+                                   iters=args.student_iters, seed=seed, manifest=manifest)
+            checkpoint = stages.run(f"student_{arm.key}_seed{seed}", lambda: {"checkpoint": str(train(config))})
+            runs.append(stages.run(f"evaluate_{arm.key}_seed{seed}", lambda: _scores(
+                evaluate(root, Path(checkpoint["checkpoint"]), "val", scales, True, device=args.device))))
+        students.append(_student_score(arm, tuple(args.seeds), runs))
+    label_sets = [LabelSetScore(name, q["images"], q["labelled_fraction"], q["accuracy"]) for name, q in quality.items()]
+    return {"teacher": teacher_eval, "label_sets": label_sets, "students": students}
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _student_score(arm: Arm, seeds: tuple[int, ...], runs: list[dict]) -> StudentScore:
+    mious, bious = [r["miou"] for r in runs], [r["boundary_iou"] for r in runs]
+    return StudentScore(arm.name, seeds, statistics.mean(mious), _std(mious), statistics.mean(bious), _std(bious),
+                        statistics.mean(r["pixel_accuracy"] for r in runs), tuple(mious))
+
+
+def _pm(mean: float, std: float, seeds: int) -> str:
+    return f"{mean:.1%} ± {std:.1%}" if seeds > 1 else f"{mean:.1%}"
+
+
+def markdown_tables(results: dict) -> str:
+    """The report as markdown tables, ready for the README."""
+    students: list[StudentScore] = results["students"]
+    base = students[0].miou
+    n = len(students[0].seeds)
+    lines = ["| student trained on | val mIoU | Boundary IoU | pixel acc | mIoU vs (a) |", "|---|---:|---:|---:|---:|"]
+    for s in students:
+        lines.append(f"| {s.arm} | {_pm(s.miou, s.miou_std, n)} | {_pm(s.boundary_iou, s.boundary_iou_std, n)} "
+                     f"| {s.pixel_accuracy:.1%} | {100 * (s.miou - base):+.1f} |")
+    lines += ["", "| coarse labels of train_extra | images | labelled (of true-labelled pixels) | accuracy |",
+              "|---|---:|---:|---:|"]
+    for q in results["label_sets"]:
+        lines.append(f"| {q.labels} | {q.images} | {q.labelled_fraction:.1%} | {q.accuracy:.1%} |")
+    return "\n".join(lines)
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", help="keep every stage here and reuse it on rerun (default: a temp dir)")
+    parser.add_argument("--preset", default="tiny", help="student model preset (default tiny)")
+    parser.add_argument("--teacher-preset", default="tiny", help="teacher model preset (default tiny)")
+    parser.add_argument("--teacher-iters", type=int, default=400, help="teacher training iterations (default 400)")
+    parser.add_argument("--student-iters", type=int, default=200,
+                        help="training iterations of every student (default 200)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--crop", type=int, nargs=2, default=(128, 256), metavar=("H", "W"))
+    parser.add_argument("--lr", type=float, default=0.02)
+    parser.add_argument("--fine-fraction", type=float,
+                        help="students' share of fine samples per epoch (default: natural proportions)")
+    parser.add_argument("--coarse-rare-only", action="store_true",
+                        help="centre class-uniform crops of coarse labels on rare classes only")
+    parser.add_argument("--scales", type=float, nargs="+", default=[0.5, 1.0, 2.0],
+                        help="inference scales of labelling and evaluation (default 0.5 1.0 2.0)")
+    parser.add_argument("--label-workers", type=int, default=2, help="Ray labelling actors (default 2)")
+    parser.add_argument("--train", type=int, default=32, help="synthetic fine training images (default 32)")
+    parser.add_argument("--train-extra", type=int, default=64, help="synthetic coarse images (default 64)")
+    parser.add_argument("--val", type=int, default=16, help="synthetic val images (default 16)")
+    parser.add_argument("--height", type=int, default=128, help="synthetic image height (default 128)")
+    parser.add_argument("--width", type=int, default=256, help="synthetic image width (default 256)")
+    parser.add_argument("--seed", type=int, default=0, help="data and teacher seed (default 0)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="student seeds to average (default 0)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1, steady on a shared CPU; 0 = the training default)")
+    parser.add_argument("--json", action="store_true", help="print one JSON line with all figures last")
+    args = parser.parse_args()
+    positive = (args.teacher_iters, args.student_iters, args.batch_size, args.label_workers, args.train,
+                args.train_extra, args.val, *args.crop)
+    if min(positive) < 1 or args.threads < 0 or min(args.scales) <= 0:
+        parser.error("iterations, batch size, crop, label workers and image counts must be positive, "
+                     "scales > 0, --threads >= 0")
+    if args.fine_fraction is not None and not 0.0 <= args.fine_fraction <= 1.0:
+        parser.error(f"--fine-fraction must be in [0, 1], got {args.fine_fraction}")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = {k: v for k, v in vars(args).items() if k not in ("workdir", "json", "threads", "seeds")}
+    start = time.perf_counter()
+    with workdir_for(args.workdir, settings) as workdir:
+        results = run_experiment(args, workdir)
+    seconds = time.perf_counter() - start
+    info = machine(torch.device(args.device))
+    print(" ".join(f"{k}={v}" for k, v in info.items()))
+    print(f"teacher ({args.teacher_preset}, {args.teacher_iters} iterations) val mIoU {results['teacher']['miou']:.1%}, "
+          f"Boundary IoU {results['teacher']['boundary_iou']:.1%} at scales {args.scales} + PointRend; students: "
+          f"{args.preset}, {args.student_iters} iterations x {args.batch_size} crops of {args.crop[0]}x{args.crop[1]}, "
+          f"seeds {args.seeds}; data: {args.train} train / {args.train_extra} train_extra / {args.val} val at "
+          f"{args.height}x{args.width}; {seconds / 60:.1f} min\n")
+    print(markdown_tables(results))
+    if args.json:
+        print(json.dumps({
+            "machine": info, "settings": {k: v for k, v in vars(args).items() if k != "json"}, "seconds": seconds,
+            "teacher": results["teacher"], "label_sets": [asdict(q) for q in results["label_sets"]],
+            "students": [asdict(s) for s in results["students"]],
+        }))
+
+
+if __name__ == "__main__":
+    main()
