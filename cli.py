@@ -18,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode="markdown",
 )
 console = Console(stderr=True)
 out = Console()
@@ -51,7 +52,7 @@ def command(fn=None, *, name: str | None = None):
         try:
             return fn(*args, **kwargs)
         except _expected_errors() as exc:
-            console.print(f"[red]error:[/red] {exc}", highlight=False)
+            console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return app.command(name)(run)
@@ -309,6 +310,151 @@ def _evaluate(root, checkpoint, split, scales, pointrend, device, save_predictio
     out.print(f"pixel accuracy {result['pixel_accuracy']:.1%} over {result['images']} images")
 
 
+# --------------------------------------------------------------------------- label
+def _check_threshold(threshold: float) -> float:
+    if not 0.0 <= threshold < 1.0:
+        raise typer.BadParameter(f"must be in [0, 1), got {threshold}", param_hint="--threshold")
+    return threshold
+
+
+def _quiet_ray_data_console() -> None:
+    """Keep Ray Data's progress chatter off the console, where our own progress bar is; its log file in the Ray
+    session directory still gets everything."""
+    import ray.data  # noqa: F401  (configures the ray.data logger)
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if handler.get_name() == "console":
+            handler.setLevel(logging.ERROR)
+
+
+def _label_progress(bar: Progress, description: str):
+    """A progress(done, failed, total) callback that shows images done and failed, images/s and ETA."""
+    task = bar.add_task(description, total=None, failed=0, rate="")
+
+    def progress(done: int, failed: int, total: int) -> None:
+        elapsed = bar.tasks[task].elapsed or 0.0
+        rate = f"{done / elapsed:.2f} img/s" if elapsed > 0 and done else ""
+        bar.update(task, completed=done + failed, total=total, failed=failed, rate=rate)
+
+    return progress
+
+
+def label_progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[red]{task.fields[failed]} failed[/red]"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+def _print_label_summary(summary, json_: bool) -> None:
+    if json_:
+        print_json(summary.to_dict())
+    else:
+        console.print(
+            f"{summary.store}: {summary.done} labelled, {summary.skipped} already stored, "
+            f"{len(summary.failed)} failed of {summary.total}; {summary.images_per_s:.2f} images/s over "
+            f"{summary.seconds:.1f} s; labelled fraction {summary.labelled_fraction:.1%}, "
+            f"{summary.bytes_per_image:,.0f} bytes/image",
+            highlight=False, soft_wrap=True,
+        )
+    for image_id, error in summary.failed.items():
+        console.print(f"  failed {image_id}: {error}", highlight=False, soft_wrap=True)
+    if summary.failed:
+        console.print(f"[red]{len(summary.failed)} images failed[/red]; rerun the same command to retry them")
+        raise typer.Exit(1)
+
+
+@command
+def label(
+    root: Annotated[Path, typer.Argument(help="Cityscapes-format dataset root.")],
+    checkpoint: Annotated[Path, typer.Option(help="Teacher checkpoint (model.pt of a training run).")],
+    out: Annotated[str, typer.Option("--out", help="Label store to write (path or fsspec URL, e.g. labels.zarr).")],
+    split: Annotated[str, typer.Option(help="Split whose images are labelled.")] = "train_extra",
+    scales: Annotated[str, typer.Option(help="Inference scales, fused by multi-scale attention.")] = "0.5,1.0,2.0",
+    pointrend: Annotated[bool, typer.Option(help="Refine with PointRend subdivision.")] = True,
+    threshold: Annotated[float, typer.Option(help="Keep a pixel's class where its max probability exceeds this; "
+                                                  "other pixels become 255 (ignore).")] = 0.5,
+    workers: Annotated[int, typer.Option(min=1, help="Teacher actors (each loads the model once).")] = 1,
+    gpus_per_worker: Annotated[float, typer.Option(min=0.0, help="GPUs per actor; 0 runs on the CPU.")] = 0.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per inference batch.")] = 1,
+    address: Annotated[Optional[str], typer.Option(
+        help="Ray cluster to run on [default: RAY_ADDRESS, else a local Ray on this machine's cores].")] = None,
+    keep_confidence: Annotated[bool, typer.Option(
+        help="Also store the max probability (uint8) so the labels can be re-thresholded later.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a store made with other settings.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Auto-label a split with a teacher on Ray, into a label store.
+
+    Each image is predicted (multi-scale attention, PointRend), hard-thresholded and written whole into the store,
+    with its provenance in the store's Parquet manifest. Rerunning the same command resumes: stored images are
+    skipped, half-written and failed ones are labelled again. A store made with another checkpoint, scales or
+    threshold is refused unless --overwrite. Unreadable images are recorded as failed and never stop the job;
+    the command then exits 1.
+    """
+    from pipelines.label import label as run_labeling
+
+    parsed_scales = _parse_scales(scales)
+    _check_threshold(threshold)
+    _quiet_ray_data_console()
+    with label_progress_bar() as bar:
+        summary = run_labeling(root, checkpoint, out, split=split, scales=parsed_scales, pointrend=pointrend,
+                               threshold=threshold, workers=workers, gpus_per_worker=gpus_per_worker,
+                               batch_size=batch_size, address=address, keep_confidence=keep_confidence,
+                               overwrite=overwrite, progress=_label_progress(bar, f"label {split}"))
+    _print_label_summary(summary, json_)
+
+
+@command
+def rethreshold(
+    store: Annotated[str, typer.Argument(help="Label store made with --keep-confidence.")],
+    threshold: Annotated[float, typer.Option(help="The new, higher threshold.")],
+    out: Annotated[str, typer.Option("--out", help="New label store to write.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing store at --out.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Threshold a store's labels again at a higher threshold, without running the teacher.
+
+    Needs a store labelled with --keep-confidence; pixels whose stored confidence is not above the new threshold
+    become 255 (ignore). The new store keeps the confidence, so it can be re-thresholded again.
+    """
+    from pipelines.label import rethreshold as run_rethreshold
+
+    _check_threshold(threshold)
+    with label_progress_bar() as bar:
+        summary = run_rethreshold(store, threshold, out, overwrite,
+                                  progress=_label_progress(bar, f"rethreshold {threshold}"))
+    _print_label_summary(summary, json_)
+
+
+# --------------------------------------------------------------------------- export
+@command
+def export(
+    store: Annotated[str, typer.Argument(help="Label store (path or fsspec URL).")],
+    out: Annotated[Path, typer.Option("--out", help="Directory for the PNGs: OUT/{city}/{stem}_{format}.png.")],
+    format: Annotated[str, typer.Option(
+        help="trainIds (0..18, 255 = ignore) or labelIds (Cityscapes ids, ignore as 0 = unlabeled).")] = "trainIds",
+) -> None:
+    """Write a label store out as PNG label maps named by Cityscapes stem, for tools that read PNG datasets."""
+    from pipelines.export import FORMATS, export as run_export
+
+    if format not in FORMATS:
+        raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")
+    with progress_bar() as bar:
+        task = bar.add_task(f"export {format}", total=None)
+        written = run_export(store, out, format, progress=lambda done, total: bar.update(task, completed=done,
+                                                                                        total=total))
+    console.print(f"wrote {written} {format} PNGs to {out}")
+
+
 # --------------------------------------------------------------------------- fuse
 @command
 def fuse(
@@ -379,6 +525,7 @@ def quickstart(
     config = dataclasses.replace(config, **overrides)
     if overwrite and workdir.exists():
         shutil.rmtree(workdir)
+    _quiet_ray_data_console()
     try:
         with progress_bar() as bar:
             reporter = _QuickstartReporter(bar)

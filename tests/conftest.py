@@ -1,7 +1,9 @@
-"""Shared fixtures: one local Ray for the session, a tiny dataset, a tiny teacher, a labelled store."""
+"""Shared fixtures: one local Ray for the session, a tiny dataset (and a copy with broken images), a tiny teacher,
+a labelled store."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +89,15 @@ def labelled_store(ray_address, dataset_root, teacher_checkpoint, tmp_path_facto
     out = str(tmp_path_factory.mktemp("stores") / "labels.zarr")
     label(dataset_root, teacher_checkpoint, out, threshold=0.0, keep_confidence=True)
     return out
+
+
+@pytest.fixture
+def broken_root(dataset_root, tmp_path) -> Path:
+    """The dataset plus an empty and a truncated image in train_extra."""
+    root = tmp_path / "broken"
+    shutil.copytree(dataset_root, root)
+    image_path(root, "train_extra", "zurich_000000_000019").parent.mkdir(parents=True)
+    image_path(root, "train_extra", "zurich_000000_000019").write_bytes(b"")
+    data = image_path(root, "train_extra", EXTRA_STEMS[0]).read_bytes()
+    image_path(root, "train_extra", "zurich_000001_000019").write_bytes(data[: len(data) // 2])
+    return root

@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from tests.conftest import EXTRA_STEMS
 
 runner = CliRunner()
 
@@ -96,3 +97,63 @@ def test_evaluate_missing_checkpoint_exits_1(synth_root, tmp_path):
     result = invoke("evaluate", synth_root, "--checkpoint", tmp_path / "none.pt")
     assert result.exit_code == 1
     assert "none.pt" in result.output
+
+
+# Labelling on the session's local Ray, with the untrained tiny teacher of conftest.
+
+
+def test_label_json_summary_counts_every_image_labelled(ray_address, dataset_root, teacher_checkpoint, tmp_path):
+    result = invoke("label", dataset_root, "--checkpoint", teacher_checkpoint, "--out", tmp_path / "labels.zarr",
+                    "--scales", "1.0", "--workers", 2, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["total"], summary["done"], summary["failed"]) == (len(EXTRA_STEMS), len(EXTRA_STEMS), {})
+
+
+def test_label_exits_1_naming_the_images_that_failed(ray_address, broken_root, teacher_checkpoint, tmp_path):
+    result = invoke("label", broken_root, "--checkpoint", teacher_checkpoint, "--out", tmp_path / "labels.zarr",
+                    "--scales", "1.0")
+    assert result.exit_code == 1
+    assert "zurich_000000_000019" in result.output and "zurich_000001_000019" in result.output
+    assert "2 images failed" in result.output
+
+
+def test_label_into_a_store_of_other_settings_exits_1(labelled_store, dataset_root, teacher_checkpoint):
+    result = invoke("label", dataset_root, "--checkpoint", teacher_checkpoint, "--out", labelled_store,
+                    "--scales", "1.0", "--threshold", 0.5, "--keep-confidence")
+    assert result.exit_code == 1
+    assert "made with other settings" in result.output
+
+
+def test_label_threshold_of_one_is_bad_usage_exit_2(dataset_root, teacher_checkpoint, tmp_path):
+    result = invoke("label", dataset_root, "--checkpoint", teacher_checkpoint, "--out", tmp_path / "labels.zarr",
+                    "--threshold", 1.0)
+    assert result.exit_code == 2
+    assert not (tmp_path / "labels.zarr").exists()
+
+
+def test_rethreshold_json_summary_counts_every_image(labelled_store, tmp_path):
+    result = invoke("rethreshold", labelled_store, "--threshold", 0.9, "--out", tmp_path / "high.zarr", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["done"], summary["failed"]) == (len(EXTRA_STEMS), {})
+
+
+def test_rethreshold_of_a_store_without_confidence_exits_1(synth_root, tmp_path):
+    store = tmp_path / "coarse.zarr"
+    assert invoke("import", synth_root, "--split", "train_extra", "--out", store).exit_code == 0
+    result = invoke("rethreshold", store, "--threshold", 0.9, "--out", tmp_path / "high.zarr")
+    assert result.exit_code == 1
+    assert "keep_confidence" in result.output
+
+
+def test_export_writes_one_png_per_stored_image(labelled_store, tmp_path):
+    result = invoke("export", labelled_store, "--out", tmp_path / "pngs", "--format", "labelIds")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "pngs").rglob("*.png")) == sorted(
+        f"{stem}_labelIds.png" for stem in EXTRA_STEMS)
+
+
+def test_export_unknown_format_is_bad_usage_exit_2(labelled_store, tmp_path):
+    result = invoke("export", labelled_store, "--out", tmp_path / "pngs", "--format", "color")
+    assert result.exit_code == 2

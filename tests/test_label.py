@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -78,18 +77,6 @@ def assert_same_labels(url: str, reference: str) -> None:
     assert store.completed_ids() == ref.completed_ids()
     for image_id in ref.completed_ids():
         np.testing.assert_array_equal(store.read(image_id), ref.read(image_id), err_msg=image_id)
-
-
-@pytest.fixture
-def broken_root(dataset_root, tmp_path) -> Path:
-    """The dataset plus an empty and a truncated image in train_extra."""
-    root = tmp_path / "broken"
-    shutil.copytree(dataset_root, root)
-    image_path(root, "train_extra", "zurich_000000_000019").parent.mkdir(parents=True)
-    image_path(root, "train_extra", "zurich_000000_000019").write_bytes(b"")
-    data = image_path(root, "train_extra", EXTRA_STEMS[0]).read_bytes()
-    image_path(root, "train_extra", "zurich_000001_000019").write_bytes(data[: len(data) // 2])
-    return root
 
 
 def test_labels_equal_in_process_predict_and_threshold(labelled_store, dataset_root, teacher_checkpoint):
