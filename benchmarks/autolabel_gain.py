@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import statistics
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from pathlib import Path
 import torch
 
 from autolabel.synth import SynthConfig, generate
-from benchmarks.mscale_cost import machine
+from benchmarks.machine import machine
 from benchmarks.teacher_ablation import LogReporter, workdir_for
 from pipelines.evaluate import evaluate
 from pipelines.fuse import fuse

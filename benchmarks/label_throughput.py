@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -34,6 +33,7 @@ from autolabel.layout import IMAGE_DIR, IMAGE_SUFFIX, list_samples
 from autolabel.store import LabelStore, Provenance
 from autolabel.threshold import threshold_probs
 from autolabel.transforms import normalize_batch
+from benchmarks.machine import machine
 from models.checkpoint import Checkpoint, file_sha256, save_checkpoint
 from models.predict import predict
 from models.teacher import build_model, load_model
@@ -115,16 +115,6 @@ def ray_run(root: Path, checkpoint: Path, out: Path, workers: int) -> Run:
     return rates(f"ray x{workers}", workers, start, reported)
 
 
-def machine() -> dict[str, object]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "ray": ray.__version__,
-    }
-
 
 def _table(runs: list[Run], title: str) -> Table:
     table = Table(title=title)
@@ -148,7 +138,7 @@ def main() -> None:
     args = parser.parse_args()
 
     console = Console(width=120)
-    info = machine()
+    info = machine("cpu", ray=ray.__version__)
     console.print(f"machine: {info['platform']}, {info['processor']}, {info['cpu_count']} CPUs; "
                   f"torch {info['torch']}, ray {info['ray']}")
     with tempfile.TemporaryDirectory(prefix="autolabel-throughput-") as tmp:

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 
 from autolabel.dataset import SegmentationDataset
 from autolabel.synth import SynthConfig, generate
-from benchmarks.mscale_cost import machine
+from benchmarks.machine import machine
 from models.teacher import Teacher
 from pipelines.fuse import fuse
 from pipelines.ingest import import_labels

@@ -22,7 +22,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -33,6 +32,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.machine import machine
 from models.losses import resize_logits, segmentation_loss
 from models.mscale import MSCALE_TRAIN_SCALES, scaled
 from models.predict import predict
@@ -59,19 +59,6 @@ class InferenceCost:
     seconds: float
     peak_mib: float
 
-
-def machine(device: torch.device) -> dict[str, object]:
-    info: dict[str, object] = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 def explicit_attention_losses(

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -24,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.machine import machine
 from models.pointrend import PointHead, predict_points, subdivision_inference
 from models.teacher import TeacherConfig
 
@@ -43,19 +42,6 @@ class Cost:
     seconds: float
     """Best wall time of one image over the repeats."""
 
-
-def machine(device: torch.device) -> dict[str, object]:
-    info: dict[str, object] = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 def head_inputs(

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -28,6 +26,7 @@ from rich.table import Table
 from autolabel.images import read_label, write_png
 from autolabel.labels import IGNORE, TRAIN_ID_BY_NAME
 from autolabel.store import LabelStore, Provenance
+from benchmarks.machine import machine
 
 PROVENANCE = Provenance(checkpoint_sha256="0" * 64, scales=(1.0,), threshold=0.5, pointrend=False)
 DEFAULT_LEVELS = (1, 3, 5, 9, 15, 19, 22)
@@ -165,17 +164,6 @@ def _result(fmt: str, level: int, size: int, maps: dict[str, np.ndarray], write_
                   _rate(len(maps), write_s), _rate(len(maps), read_s), _rate(len(maps), window_s))
 
 
-def machine() -> dict[str, object]:
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "zarr": zarr.__version__,
-        "numcodecs": numcodecs.__version__,
-        "opencv": cv2.__version__,
-    }
-
 
 def _table(results: list[Result], raw_bytes_per_image: float, title: str) -> Table:
     table = Table(title=title)
@@ -209,7 +197,7 @@ def main() -> None:
         workdir = Path(tmp)
         stores = [bench_store(workdir, maps, level, args.chunk) for level in args.levels]
         results = [bench_png(workdir, maps), *stores]
-    info = machine()
+    info = machine(zarr=zarr.__version__, numcodecs=numcodecs.__version__, opencv=cv2.__version__)
     console = Console(width=120)
     console.print(f"machine: {info['platform']}, {info['processor']}, {info['cpu_count']} CPUs; "
                   f"zarr {info['zarr']}, numcodecs {info['numcodecs']}")

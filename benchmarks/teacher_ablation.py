@@ -29,7 +29,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autolabel.synth import SynthConfig, generate
-from benchmarks.mscale_cost import machine
+from benchmarks.machine import machine
 from pipelines.evaluate import evaluate
 from pipelines.quickstart import Stages
 from pipelines.train import TrainConfig, train
