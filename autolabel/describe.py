@@ -7,19 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from autolabel.images import read_label
+from autolabel.images import image_shape, read_label
 from autolabel.labels import CLASS_NAMES, IGNORE, NUM_CLASSES, to_train_ids
 from autolabel.layout import label_sources, list_samples, list_splits
 
 Progress = Callable[[str, int, int], None]
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image from its header, without decoding the pixels."""
-    with Image.open(path) as img:
-        return img.size
 
 
 def class_histogram(label_paths: list[Path]) -> np.ndarray:
@@ -35,7 +28,8 @@ def class_histogram(label_paths: list[Path]) -> np.ndarray:
 
 def describe_split(root: Path, split: str, progress: Progress | None = None) -> dict:
     samples = list_samples(root, split)
-    sizes = Counter("{}x{}".format(*image_size(s.image)) for s in samples)
+    shapes = Counter(image_shape(s.image) for s in samples)
+    sizes = {f"{w}x{h}": n for (h, w), n in shapes.items()}
     result: dict = {
         "images": len(samples),
         "cities": len({s.city for s in samples}),

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from autolabel.layout import DatasetError
 
@@ -33,6 +34,19 @@ def decode_image(data: bytes | np.ndarray, name: str = "<bytes>") -> np.ndarray:
     if bgr is None or bgr.size == 0:
         raise ImageReadError(f"{name}: not a readable image (corrupt or truncated)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def image_shape(path: Path) -> tuple[int, int]:
+    """(H, W) of an image file from its header; the file is checked whole (truncation, CRCs) but not decoded."""
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            img.verify()
+    except FileNotFoundError as exc:
+        raise ImageReadError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL's errors for empty, unknown or damaged files
+        raise ImageReadError(f"{path}: not a readable image (corrupt or truncated: {exc})") from exc
+    return height, width
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autolabel.images import read_label
+from autolabel.images import image_shape, read_label
 from autolabel.labels import to_train_ids
 from autolabel.layout import DatasetError, LabelSource, list_samples
 from autolabel.store import LabelStore, Provenance
@@ -48,7 +48,7 @@ def import_labels(
     for i, sample in enumerate(samples):
         if sample.stem not in done:
             try:
-                labels = to_train_ids(read_label(sample.label))
+                labels = to_train_ids(read_label(sample.label, shape=image_shape(sample.image)))
             except DatasetError as exc:
                 store.write_failure(sample.stem, str(sample.image), str(exc))
                 failed[sample.stem] = str(exc)

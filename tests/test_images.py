@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from autolabel.images import ImageReadError, encode_png, read_image, read_label, write_png
+from autolabel.images import ImageReadError, encode_png, image_shape, read_image, read_label, write_png
 from autolabel.layout import DatasetError
 
 
@@ -39,3 +39,21 @@ def test_label_keeps_single_channel_values(tmp_path):
     label = np.array([[7, 8], [26, 0]], np.uint8)
     write_png(tmp_path / "l.png", label)
     assert np.array_equal(read_label(tmp_path / "l.png"), label)
+
+
+def test_image_shape_is_height_and_width_from_the_header(tmp_path):
+    write_png(tmp_path / "a.png", np.zeros((8, 16, 3), np.uint8))
+    assert image_shape(tmp_path / "a.png") == (8, 16)
+
+
+def test_image_shape_of_a_truncated_file_is_named_in_error(tmp_path):
+    data = encode_png(np.random.default_rng(0).integers(0, 255, (32, 64, 3), dtype=np.uint8))
+    (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ImageReadError, match="t.png.*truncated"):
+        image_shape(tmp_path / "t.png")
+
+
+def test_image_shape_of_an_empty_file_is_named_in_error(tmp_path):
+    (tmp_path / "e.png").write_bytes(b"")
+    with pytest.raises(ImageReadError, match="e.png"):
+        image_shape(tmp_path / "e.png")
