@@ -30,8 +30,9 @@ class Failure(Exception):
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from autolabel.layout import DatasetError
+    from models.checkpoint import CheckpointError
 
-    errors: list[type[BaseException]] = [Failure, DatasetError, FileNotFoundError, FileExistsError]
+    errors: list[type[BaseException]] = [Failure, DatasetError, CheckpointError, FileNotFoundError, FileExistsError]
     try:
         from autolabel.store import StoreError
 

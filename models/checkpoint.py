@@ -16,6 +16,10 @@ FORMAT_VERSION = 1
 REQUIRED_KEYS = ("config", "state_dict", "metadata")
 
 
+class CheckpointError(ValueError):
+    """A file is not a readable autolabel checkpoint; the message names the file."""
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     config: dict
@@ -64,10 +68,10 @@ def load_checkpoint(path: Path) -> Checkpoint:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt files
-        raise ValueError(f"{path}: not a readable autolabel checkpoint ({exc})") from exc
+        raise CheckpointError(f"{path}: not a readable autolabel checkpoint ({exc})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path}: not an autolabel checkpoint (format {FORMAT_VERSION} expected)")
+        raise CheckpointError(f"{path}: not an autolabel checkpoint (format {FORMAT_VERSION} expected)")
     missing = [key for key in REQUIRED_KEYS if not isinstance(payload.get(key), dict)]
     if missing:
-        raise ValueError(f"{path}: checkpoint lacks {', '.join(missing)}")
+        raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
     return Checkpoint(payload["config"], payload["state_dict"], payload["metadata"], payload.get("extra", {}))

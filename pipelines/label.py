@@ -34,7 +34,7 @@ from autolabel.store import ImageNotStoredError, LabelStore, Provenance, StoreEr
 from autolabel.threshold import rethreshold as rethreshold_labels
 from autolabel.threshold import threshold_probs
 from autolabel.transforms import normalize_batch
-from models.checkpoint import file_sha256
+from models.checkpoint import file_sha256, load_checkpoint
 from models.predict import DEFAULT_MAX_PIXELS, PredictOptions, predict
 from models.teacher import load_model
 
@@ -313,6 +313,7 @@ def label(
     a subclass of Labeler that changes how a batch is labelled.
     """
     samples = list_samples(Path(root), split)
+    load_checkpoint(Path(checkpoint))  # a bad checkpoint fails here, naming the file, not in every actor
     options = PredictOptions(scales=tuple(scales), pointrend=pointrend, batch_size=batch_size, max_pixels=max_pixels)
     provenance = Provenance(file_sha256(Path(checkpoint)), options.scales, threshold, pointrend, keep_confidence)
     store = open_store(out, provenance, overwrite)

@@ -99,6 +99,14 @@ def test_evaluate_missing_checkpoint_exits_1(synth_root, tmp_path):
     assert "none.pt" in result.output
 
 
+def test_evaluate_with_a_file_that_is_not_a_checkpoint_exits_1_naming_it(synth_root, tmp_path):
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    result = invoke("evaluate", synth_root, "--checkpoint", tmp_path / "garbage.pt")
+    assert result.exit_code == 1
+    assert "garbage.pt: not a readable autolabel checkpoint" in result.output
+
+
+
 # Labelling on the session's local Ray, with the untrained tiny teacher of conftest.
 
 
@@ -157,3 +165,11 @@ def test_export_writes_one_png_per_stored_image(labelled_store, tmp_path):
 def test_export_unknown_format_is_bad_usage_exit_2(labelled_store, tmp_path):
     result = invoke("export", labelled_store, "--out", tmp_path / "pngs", "--format", "color")
     assert result.exit_code == 2
+
+
+def test_label_with_a_file_that_is_not_a_checkpoint_exits_1_before_creating_the_store(dataset_root, tmp_path):
+    (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
+    result = invoke("label", dataset_root, "--checkpoint", tmp_path / "garbage.pt", "--out", tmp_path / "l.zarr")
+    assert result.exit_code == 1
+    assert "garbage.pt: not a readable autolabel checkpoint" in result.output
+    assert not (tmp_path / "l.zarr").exists()
