@@ -273,6 +273,22 @@ def _train(config, address: str | None) -> None:
 
 
 # --------------------------------------------------------------------------- evaluate
+MAX_PIXELS_HELP = ("Largest scaled input (pixels) predicted in one piece; larger ones run in overlapping sliding "
+                   "windows. Lower it if the largest scale runs out of memory. [default: 1024x2048]")
+
+
+def _max_pixels(value: int | None) -> int:
+    """The --max-pixels value, or the default; refused (exit 2) below the smallest sliding window."""
+    from models.predict import DEFAULT_MAX_PIXELS, MIN_WINDOW
+
+    if value is None:
+        return DEFAULT_MAX_PIXELS
+    if value < MIN_WINDOW**2:
+        raise typer.BadParameter(f"must be at least {MIN_WINDOW**2} (one {MIN_WINDOW}x{MIN_WINDOW} window), got {value}",
+                                 param_hint="--max-pixels")
+    return value
+
+
 @command
 def evaluate(
     root: Annotated[Path, typer.Argument(help="Cityscapes-format dataset root.")],
@@ -282,19 +298,22 @@ def evaluate(
     pointrend: Annotated[bool, typer.Option(help="Refine with PointRend subdivision.")] = True,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     save_predictions: Annotated[Optional[Path], typer.Option(help="Write label-id PNGs (Cityscapes results format).")] = None,
+    max_pixels: Annotated[Optional[int], typer.Option(help=MAX_PIXELS_HELP, show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON (fractions 0..1).")] = False,
 ) -> None:
     """Score a checkpoint: mIoU, per-class IoU, pixel accuracy and Boundary IoU on a fine-labelled split."""
-    _evaluate(root, checkpoint, split, _parse_scales(scales), pointrend, device, save_predictions, json_)
+    _evaluate(root, checkpoint, split, _parse_scales(scales), pointrend, device, save_predictions,
+              _max_pixels(max_pixels), json_)
 
 
-def _evaluate(root, checkpoint, split, scales, pointrend, device, save_predictions, json_) -> None:
+def _evaluate(root, checkpoint, split, scales, pointrend, device, save_predictions, max_pixels, json_) -> None:
     from pipelines.evaluate import evaluate as run_evaluation
 
     with progress_bar() as bar:
         task = bar.add_task(f"evaluate {split}", total=None)
         result = run_evaluation(root, checkpoint, split, scales, pointrend, save_predictions, device,
-                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+                                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                max_pixels=max_pixels)
     if json_:
         print_json(result)
         return
@@ -386,6 +405,7 @@ def label(
     workers: Annotated[int, typer.Option(min=1, help="Teacher actors (each loads the model once).")] = 1,
     gpus_per_worker: Annotated[float, typer.Option(min=0.0, help="GPUs per actor; 0 runs on the CPU.")] = 0.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per inference batch.")] = 1,
+    max_pixels: Annotated[Optional[int], typer.Option(help=MAX_PIXELS_HELP, show_default=False)] = None,
     address: Annotated[Optional[str], typer.Option(
         help="Ray cluster to run on [default: RAY_ADDRESS, else a local Ray on this machine's cores].")] = None,
     keep_confidence: Annotated[bool, typer.Option(
@@ -403,14 +423,15 @@ def label(
     """
     from pipelines.label import label as run_labeling
 
-    parsed_scales = _parse_scales(scales)
+    parsed_scales, max_pixels = _parse_scales(scales), _max_pixels(max_pixels)
     _check_threshold(threshold)
     _quiet_ray_data_console()
     with label_progress_bar() as bar:
         summary = run_labeling(root, checkpoint, out, split=split, scales=parsed_scales, pointrend=pointrend,
                                threshold=threshold, workers=workers, gpus_per_worker=gpus_per_worker,
                                batch_size=batch_size, address=address, keep_confidence=keep_confidence,
-                               overwrite=overwrite, progress=_label_progress(bar, f"label {split}"))
+                               overwrite=overwrite, progress=_label_progress(bar, f"label {split}"),
+                               max_pixels=max_pixels)
     _print_label_summary(summary, json_)
 
 

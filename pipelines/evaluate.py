@@ -44,8 +44,12 @@ def evaluate(
     device: str = "cpu",
     progress: Callable[[int, int], None] | None = None,
     model: Teacher | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> dict:
-    """Metrics of a checkpoint's predictions against a split's gtFine labels (fractions 0..1)."""
+    """Metrics of a checkpoint's predictions against a split's gtFine labels (fractions 0..1).
+
+    A scaled input of more than `max_pixels` pixels is predicted in sliding windows.
+    """
     if model is None:
         model, _ = load_model(checkpoint)
     model = model.to(device).eval()
@@ -54,7 +58,7 @@ def evaluate(
     for i, sample in enumerate(samples):
         image = read_image(sample.image)
         gt = to_train_ids(read_label(sample.label, shape=image.shape[:2]))
-        pred = predict_labels(model, image, scales, pointrend)
+        pred = predict_labels(model, image, scales, pointrend, max_pixels)
         metrics.update(gt, pred)
         if save_predictions is not None:
             write_png(prediction_path(save_predictions, sample.city, sample.stem), to_label_ids(pred))

@@ -173,3 +173,9 @@ def test_label_with_a_file_that_is_not_a_checkpoint_exits_1_before_creating_the_
     assert result.exit_code == 1
     assert "garbage.pt: not a readable autolabel checkpoint" in result.output
     assert not (tmp_path / "l.zarr").exists()
+
+
+def test_evaluate_max_pixels_below_one_window_is_bad_usage_exit_2(synth_root, tmp_path):
+    result = invoke("evaluate", synth_root, "--checkpoint", tmp_path / "model.pt", "--max-pixels", 16)
+    assert result.exit_code == 2
+    assert "at least 4096" in result.output
