@@ -13,7 +13,7 @@ from rich.table import Table
 
 from autolabel.images import encode_png
 from autolabel.labels import CLASS_NAMES, NUM_CLASSES
-from autolabel.store import LABELS, LabelStore
+from autolabel.store import LABELS, LabelStore, StoreError
 
 EXTRAPOLATION_IMAGES = 19_998
 """Cityscapes train_extra: the coarse images the teacher labels."""
@@ -46,7 +46,8 @@ def storage_report(store: LabelStore, png_sample: int = DEFAULT_PNG_SAMPLE) -> d
     records = store.records()
     done = [r for r in records if r.status == "done"]
     if not done:
-        raise ValueError(f"{store.url}: has no complete images to report on")
+        raise StoreError(f"{store.url}: no complete images to report on ({len(records)} failed; their errors are "
+                         "in the store's manifest)")
     pixels = sum(r.height * r.width for r in done)
     counts = [sum(r.class_pixels[c] for r in done) for c in range(NUM_CLASSES)]
     label_bytes = store.nbytes_on_disk(f"{LABELS}/", metadata=False)

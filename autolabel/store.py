@@ -181,6 +181,12 @@ def class_pixels(labels: np.ndarray, name: str = "labels") -> tuple[int, ...]:
     return tuple(int(c) for c in counts[:NUM_CLASSES])
 
 
+def normalize_url(url: str | Path) -> str:
+    """A store URL that means the same from any working directory: local paths made absolute."""
+    url = str(url)
+    return url if "://" in url else str(Path(url).resolve())
+
+
 def _zarr_store(url: str, read_only: bool, storage_options: dict[str, Any] | None) -> Store:
     if "://" not in url:
         return LocalStore(url, read_only=read_only)
@@ -220,7 +226,7 @@ class LabelStore:
         storage_options: dict[str, Any] | None = None,
     ) -> LabelStore:
         """Create an empty store; with `overwrite`, an existing label store there is deleted first."""
-        url = str(url)
+        url = normalize_url(url)
         if not 1 <= level <= 22:
             raise ValueError(f"zstd level must be in 1..22, got {level}")
         if chunk < 1:
@@ -230,7 +236,7 @@ class LabelStore:
             if not overwrite:
                 raise StoreError(f"{url}: already exists (pass overwrite=True to replace a label store)")
             _read_settings(url, zstore)  # refuse to delete anything that is not a label store
-            sync(zstore.clear())
+            sync(_clear(zstore))
         settings = {
             "format": FORMAT_VERSION,
             "provenance": provenance.to_dict(),
@@ -251,7 +257,7 @@ class LabelStore:
         """Open an existing store for reading ("r") or for writing images ("a")."""
         if mode not in ("r", "a"):
             raise ValueError(f"mode must be 'r' or 'a', got {mode!r}")
-        url = str(url)
+        url = normalize_url(url)
         zstore = _zarr_store(url, read_only=mode == "r", storage_options=storage_options)
         return cls(url, zstore, _read_settings(url, zstore), mode, storage_options)
 
@@ -468,21 +474,38 @@ class LabelStore:
             )
         return array
 
-    def _group(self, name: str) -> zarr.Group:
-        return zarr.open_group(self._zstore, path=name, mode="r")
+    def _members(self, name: str) -> list[tuple[str, zarr.Array | zarr.Group]]:
+        """The arrays and groups in group `name`; none where the group is missing (a creation cut short
+        after the root document: writing an image creates its group)."""
+        try:
+            return list(zarr.open_group(self._zstore, path=name, mode="r").members())
+        except (NodeNotFoundError, FileNotFoundError):
+            return []
 
     def _done_records(self) -> dict[str, ImageRecord]:
         return {
-            name: ImageRecord.from_dict(array.attrs["record"])
-            for name, array in self._group(LABELS).arrays()
-            if array.attrs.get("complete") is True
+            name: ImageRecord.from_dict(node.attrs["record"])
+            for name, node in self._members(LABELS)
+            if isinstance(node, zarr.Array) and node.attrs.get("complete") is True
         }
 
     def _failed_records(self) -> dict[str, ImageRecord]:
         return {
-            name: ImageRecord.from_dict(group.attrs["record"])
-            for name, group in self._group(FAILED).groups()
+            name: ImageRecord.from_dict(node.attrs["record"])
+            for name, node in self._members(FAILED)
+            if isinstance(node, zarr.Group)
         }
+
+
+async def _clear(zstore: Store) -> None:
+    """Delete everything in the store, the root document last: a wipe cut short leaves a label store that
+    `create(overwrite=True)` recognises and wipes again."""
+    names = [name async for name in zstore.list_dir("")]
+    for name in names:
+        if name != METADATA_KEY:
+            await zstore.delete_dir(name)
+            await zstore.delete(name)
+    await zstore.delete(METADATA_KEY)
 
 
 def _read_settings(url: str, zstore: Store) -> dict[str, Any]:

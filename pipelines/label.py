@@ -30,7 +30,7 @@ import torch
 
 from autolabel.images import decode_image
 from autolabel.layout import DatasetError, Sample, list_samples
-from autolabel.store import ImageNotStoredError, LabelStore, Provenance, StoreError
+from autolabel.store import ImageNotStoredError, LabelStore, Provenance, ProvenanceMismatchError, StoreError
 from autolabel.threshold import rethreshold as rethreshold_labels
 from autolabel.threshold import threshold_probs
 from autolabel.transforms import normalize_batch
@@ -190,11 +190,18 @@ class Labeler:
 # -- driver -----------------------------------------------------------------------------------
 
 
+def node_cpus(nodes: Sequence[dict[str, Any]]) -> int:
+    """CPUs of the smallest live node that has any (as `ray.nodes()` describes them), at least 1."""
+    cpus = [node["Resources"].get("CPU", 0) for node in nodes if node.get("Alive")]
+    return max(1, int(min((c for c in cpus if c > 0), default=1)))
+
+
 @contextmanager
 def ray_session(address: str | None = None) -> Iterator[int]:
     """Use the running Ray, connect to `address` (or RAY_ADDRESS), or start a local Ray on every core.
 
-    Yields the cluster's CPU count. Shuts down only a Ray it started.
+    Yields the CPU count of the cluster's smallest node with CPUs: actors may share any node, so torch
+    threads sized from it never oversubscribe one. Shuts down only a Ray it started.
     """
     import ray
 
@@ -209,7 +216,7 @@ def ray_session(address: str | None = None) -> Iterator[int]:
     elif address:
         log.info("Ray is already initialised; ignoring address %s", address)
     try:
-        yield max(1, int(ray.cluster_resources().get("CPU", 1)))
+        yield node_cpus(ray.nodes())
     finally:
         if started:
             ray.shutdown()
@@ -262,10 +269,14 @@ def run_labeling(
 
 
 def open_store(out: str | Path, provenance: Provenance, overwrite: bool = False) -> LabelStore:
-    """The store at `out` for `provenance`: resumed, created, or (with `overwrite`) recreated empty."""
-    if overwrite:
-        return LabelStore.create(out, provenance, overwrite=True)
-    return LabelStore.open_or_create(out, provenance)
+    """The store at `out` for `provenance`: resumed when made with the same settings, else created; a store
+    made with other settings is refused, or with `overwrite` replaced by an empty one."""
+    try:
+        return LabelStore.open_or_create(out, provenance)
+    except ProvenanceMismatchError:
+        if not overwrite:
+            raise
+    return LabelStore.create(out, provenance, overwrite=True)
 
 
 def summarize(store: LabelStore, total: int, done: int, skipped: int, failed: dict[str, str],
@@ -312,8 +323,9 @@ def label(
     `keep_confidence` also stores the quantised max probability, for `rethreshold`. `labeler` may be
     a subclass of Labeler that changes how a batch is labelled.
     """
-    samples = list_samples(Path(root), split)
-    load_checkpoint(Path(checkpoint))  # a bad checkpoint fails here, naming the file, not in every actor
+    root, checkpoint = Path(root).resolve(), Path(checkpoint).resolve()  # workers run in other directories
+    samples = list_samples(root, split)
+    load_checkpoint(checkpoint)  # a bad checkpoint fails here, naming the file, not in every actor
     options = PredictOptions(scales=tuple(scales), pointrend=pointrend, batch_size=batch_size, max_pixels=max_pixels)
     provenance = Provenance(file_sha256(Path(checkpoint)), options.scales, threshold, pointrend, keep_confidence)
     store = open_store(out, provenance, overwrite)

@@ -22,7 +22,7 @@ from autolabel.threshold import threshold_probs
 from autolabel.transforms import normalize_batch
 from models.predict import predict
 from models.teacher import load_model
-from pipelines.label import Labeler, RethresholdError, group_by_shape, label, rethreshold
+from pipelines.label import Labeler, RethresholdError, group_by_shape, label, node_cpus, rethreshold
 from tests.conftest import EXTRA_STEMS, image_path
 
 TIMESTAMPS = ("started_at", "finished_at")
@@ -94,6 +94,34 @@ def test_rerun_with_same_settings_skips_stored_images(labelled_store, dataset_ro
     summary = label(dataset_root, teacher_checkpoint, labelled_store, threshold=0.0, keep_confidence=True)
     assert (summary.total, summary.done, summary.skipped, summary.failed) == (len(EXTRA_STEMS), 0, len(EXTRA_STEMS), {})
     assert summary.labelled_fraction == 1.0 and summary.bytes_per_image > 0
+
+
+def test_overwrite_resumes_a_store_made_with_the_same_settings(labelled_store, dataset_root, teacher_checkpoint):
+    summary = label(dataset_root, teacher_checkpoint, labelled_store, threshold=0.0, keep_confidence=True,
+                    overwrite=True)
+    assert (summary.done, summary.skipped) == (0, len(EXTRA_STEMS))
+
+
+def test_relative_paths_mean_the_same_to_workers_in_other_directories(
+    labelled_store, ray_address, dataset_root, teacher_checkpoint, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    summary = label(os.path.relpath(dataset_root), os.path.relpath(teacher_checkpoint), "labels.zarr",
+                    threshold=0.0, keep_confidence=True, workers=2)
+    assert (summary.done, summary.failed) == (len(EXTRA_STEMS), {})
+    assert summary.store == str(tmp_path / "labels.zarr")
+    assert_same_labels(summary.store, labelled_store)
+
+
+def test_torch_threads_are_sized_by_the_smallest_live_node_with_cpus():
+    nodes = [
+        {"Alive": True, "Resources": {"CPU": 16.0, "GPU": 1.0}},
+        {"Alive": True, "Resources": {"CPU": 8.0}},
+        {"Alive": True, "Resources": {}},  # a head node that runs no tasks
+        {"Alive": False, "Resources": {"CPU": 2.0}},
+    ]
+    assert node_cpus(nodes) == 8
+    assert node_cpus([]) == 1
 
 
 def test_rerun_after_killed_driver_gives_the_uninterrupted_store(

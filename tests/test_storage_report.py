@@ -7,7 +7,7 @@ from rich.console import Console
 from autolabel.images import encode_png
 from autolabel.labels import IGNORE, NUM_CLASSES
 from autolabel.storage_report import human_bytes, storage_report, storage_table
-from autolabel.store import LabelStore, Provenance
+from autolabel.store import LabelStore, Provenance, StoreError
 
 PROVENANCE = Provenance(checkpoint_sha256="ab" * 32, scales=(1.0,), threshold=0.5, pointrend=False)
 H, W = 64, 128
@@ -80,9 +80,11 @@ def test_png_sample_limits_the_images_reencoded(store):
     assert storage_report(store, png_sample=1)["png_sample_images"] == 1
 
 
-def test_store_without_complete_images_is_an_error(tmp_path):
-    with pytest.raises(ValueError, match="no complete images"):
-        storage_report(LabelStore.create(tmp_path / "empty.zarr", PROVENANCE))
+def test_store_where_every_image_failed_is_an_error_counting_them(tmp_path):
+    store = LabelStore.create(tmp_path / "failed.zarr", PROVENANCE)
+    store.write_failure("bremen_000000_000001", "img.png", "unreadable")
+    with pytest.raises(StoreError, match=r"no complete images to report on \(1 failed"):
+        storage_report(store)
 
 
 def test_table_shows_the_headline_numbers(store):

@@ -1,5 +1,6 @@
 import json
 import multiprocessing as mp
+import shutil
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
@@ -7,6 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import zarr
+from zarr.storage import LocalStore
 
 from autolabel.labels import IGNORE, NUM_CLASSES
 from autolabel.layout import DatasetError
@@ -178,6 +180,35 @@ def test_creating_where_a_store_exists_needs_overwrite(store):
         LabelStore.create(store.url, PROVENANCE)
     fresh = LabelStore.create(store.url, PROVENANCE, overwrite=True)
     assert fresh.completed_ids() == set()
+
+
+def test_store_whose_creation_stopped_after_the_root_document_resumes(store):
+    for group in ("labels", "failed"):
+        shutil.rmtree(Path(store.url) / group)
+    resumed = LabelStore.open_or_create(store.url, PROVENANCE)
+    assert (resumed.completed_ids(), resumed.failed_ids()) == (set(), set())
+    resumed.write(_id(1), _labels(1), source="img.png")
+    resumed.write_failure(_id(2), "img2.png", "unreadable")
+    assert (resumed.completed_ids(), resumed.failed_ids()) == ({_id(1)}, {_id(2)})
+
+
+def test_overwrite_cut_short_leaves_a_store_that_overwrite_replaces(store, monkeypatch):
+    store.write(_id(1), _labels(1), source="img.png")
+    store.write_manifest()
+    deleted = []
+
+    async def delete_dir_then_stop(self, prefix):
+        if deleted:
+            raise KeyboardInterrupt("killed")
+        deleted.append(prefix)
+        shutil.rmtree(Path(self.root) / prefix, ignore_errors=True)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(LocalStore, "delete_dir", delete_dir_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            LabelStore.create(store.url, PROVENANCE, overwrite=True)
+    assert deleted and LabelStore.open(store.url).provenance == PROVENANCE
+    assert LabelStore.create(store.url, PROVENANCE, overwrite=True).completed_ids() == set()
 
 
 def test_overwrite_refuses_to_delete_what_is_not_a_label_store(tmp_path):
