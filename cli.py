@@ -485,7 +485,8 @@ def fuse(
     labels: Annotated[Optional[str], typer.Option(help="Label store of auto-labels (autolabel label).")] = None,
     coarse_gt: Annotated[bool, typer.Option(help="Also add the hand-made gtCoarse labels of --coarse-split.")] = False,
     fine_split: Annotated[str, typer.Option(help="Split whose gtFine labels are the fine samples.")] = "train",
-    coarse_split: Annotated[str, typer.Option(help="Split whose gtCoarse labels --coarse-gt adds.")] = "train_extra",
+    coarse_split: Annotated[str, typer.Option(
+        help="The coarse split: --labels should hold its images; --coarse-gt adds its gtCoarse labels.")] = "train_extra",
 ) -> None:
     """Write the fused training manifest: fine labels + auto-labels from a store (+ hand-made coarse labels).
 
@@ -499,7 +500,10 @@ def fuse(
         summary = run_fuse(root, out, labels, coarse_gt, fine_split, coarse_split,
                            progress=lambda done, total: bar.update(task, completed=done, total=total))
     rows = ", ".join(f"{n} {source}" for source, n in summary.rows.items())
-    console.print(f"{summary.manifest}: {rows}; {len(summary.failed_auto)} failed auto-labels left out")
+    console.print(f"{summary.manifest}: {rows}; {len(summary.failed_auto)} failed auto-labels left out", highlight=False)
+    if summary.missing_auto:
+        console.print(f"[yellow]warning:[/yellow] {len(summary.missing_auto)} images of {coarse_split} are not in "
+                      f"{labels} (e.g. {summary.missing_auto[0]}); finish labelling with autolabel label", soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- quickstart
@@ -527,8 +531,8 @@ class _QuickstartReporter:
 @command
 def quickstart(
     workdir: Annotated[Path, typer.Argument(help="Work directory for every stage's files.")] = Path("quickstart"),
-    teacher_iters: Annotated[Optional[int], typer.Option(help="Teacher training iterations.")] = None,
-    student_iters: Annotated[Optional[int], typer.Option(help="Student training iterations.")] = None,
+    teacher_iters: Annotated[Optional[int], typer.Option(min=1, help="Teacher training iterations.")] = None,
+    student_iters: Annotated[Optional[int], typer.Option(min=1, help="Student training iterations.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Start again from scratch in WORKDIR.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print results.json instead of the summary table.")] = False,
 ) -> None:
@@ -543,7 +547,8 @@ def quickstart(
     from pipelines.quickstart import QuickstartConfig, quickstart as run_quickstart
 
     config = QuickstartConfig()
-    overrides = {k: v for k, v in {"teacher_iters": teacher_iters, "student_iters": student_iters}.items() if v}
+    overrides = {k: v for k, v in {"teacher_iters": teacher_iters, "student_iters": student_iters}.items()
+                 if v is not None}
     config = dataclasses.replace(config, **overrides)
     if overwrite and workdir.exists():
         shutil.rmtree(workdir)

@@ -24,6 +24,8 @@ class FuseSummary:
     """Samples per source."""
     failed_auto: list[str] = field(default_factory=list)
     """Auto-labelled images left out because their labelling failed."""
+    missing_auto: list[str] = field(default_factory=list)
+    """Images of the coarse split that the label store does not hold at all (e.g. a labelling run not finished)."""
 
 
 def _pixel_counts(train_ids: np.ndarray) -> list[int]:
@@ -69,17 +71,25 @@ def fuse(
     coarse_split: str = "train_extra",
     progress: Callable[[int, int], None] | None = None,
 ) -> FuseSummary:
-    """Write the fused manifest: fine `fine_split` + auto labels of `labels` (+ gtCoarse of `coarse_split`)."""
+    """Write the fused manifest: fine `fine_split` + auto labels of `labels` (+ gtCoarse of `coarse_split`).
+
+    Paths are written absolute, so training reads the manifest from any directory or Ray worker. Auto-labels
+    that failed are left out and listed; so are images of `coarse_split` missing from the store.
+    """
     if labels is None and not coarse_gt:
         raise ValueError("nothing to fuse with the fine labels: give a label store, --coarse-gt, or both")
-    root = Path(root)
+    root = Path(root).resolve()
     rows = _png_rows(root, fine_split, "gtFine", "fine")
     failed: list[str] = []
+    missing: list[str] = []
     if labels is not None:
-        auto, failed = _store_rows(LabelStore.open(labels), progress)
+        store = LabelStore.open(labels)
+        auto, failed = _store_rows(store, progress)
         rows += auto
+        held = {r.image_id for r in store.records()}
+        missing = sorted(s.stem for s in list_samples(root, coarse_split) if s.stem not in held)
     if coarse_gt:
         rows += _png_rows(root, coarse_split, "gtCoarse", "gt_coarse")
     write_manifest(rows, out)
-    return FuseSummary(str(out), dict(Counter(r["source"] for r in rows)), failed)
+    return FuseSummary(str(out), dict(Counter(r["source"] for r in rows)), failed, missing)
 

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,7 +23,7 @@ from pipelines.evaluate import evaluate
 from pipelines.fuse import fuse
 from pipelines.label import label
 from pipelines.quality import coarse_quality, store_quality
-from pipelines.train import TrainConfig, train
+from pipelines.train import FINAL_MODEL, TrainConfig, train
 
 RESULTS = "results.json"
 CONFIG = "quickstart.json"
@@ -39,8 +39,8 @@ class QuickstartConfig:
     height: int = 128
     width: int = 256
     preset: str = "tiny"
-    teacher_iters: int = 600
-    student_iters: int = 600
+    teacher_iters: int = 500
+    student_iters: int = 400
     batch_size: int = 8
     crop: tuple[int, int] = (128, 256)
     lr: float = 0.02
@@ -77,16 +77,18 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 class Stages:
-    """Runs named stages once: a finished stage's result is read back from `stages/{name}.json`."""
+    """Runs named stages once: a finished stage's result is read back from `stages/{name}.json`, as long as
+    the files it made are still there."""
 
     def __init__(self, workdir: Path, reporter: Reporter) -> None:
         self.dir = workdir / "stages"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.reporter = reporter
 
-    def run(self, name: str, fn: Callable[[], dict]) -> dict:
+    def run(self, name: str, fn: Callable[[], dict], outputs: Sequence[str | Path] = ()) -> dict:
+        """`fn`'s result, run now unless a finished run's result and its `outputs` are all there."""
         path = self.dir / f"{name}.json"
-        if path.exists():
+        if path.exists() and all(Path(p).exists() for p in outputs):
             self.reporter.stage(name, reused=True)
             return json.loads(path.read_text())["result"]
         self.reporter.stage(name, reused=False)
@@ -150,6 +152,10 @@ def quickstart(workdir: Path, config: QuickstartConfig = QuickstartConfig(), rep
         summary = label(root, Path(teacher["checkpoint"]), store_url, split="train_extra", scales=config.scales,
                         threshold=config.threshold, workers=config.label_workers,
                         progress=lambda done, failed, total: reporter.progress(done + failed, total))
+        if summary.failed:  # the stage stays unfinished, so a rerun retries them
+            first, error = next(iter(summary.failed.items()))
+            raise ValueError(f"{len(summary.failed)} images could not be labelled (first: {first}: {error}); "
+                             "rerun to retry them")
         return {"store": store_url, "images": summary.done + summary.skipped, "failed": len(summary.failed),
                 "images_per_s": summary.images_per_s}
 
@@ -162,14 +168,16 @@ def quickstart(workdir: Path, config: QuickstartConfig = QuickstartConfig(), rep
         summary = fuse(root, fused, labels=store_url, progress=reporter.progress)
         return {"manifest": str(fused), "rows": summary.rows, "failed_auto": summary.failed_auto}
 
-    stages.run("synth", _synth)
-    teacher = stages.run("train_teacher", _train("teacher", config.teacher_iters, None))
+    stages.run("synth", _synth, outputs=[root, truth])
+    teacher = stages.run("train_teacher", _train("teacher", config.teacher_iters, None),
+                         outputs=[workdir / "teacher" / FINAL_MODEL])
     teacher_eval = stages.run("evaluate_teacher", _evaluate(teacher["checkpoint"]))
-    labelled = stages.run("label", _label)
+    labelled = stages.run("label", _label, outputs=[store_url])
     storage = stages.run("storage", lambda: storage_report(LabelStore.open(store_url)))
     quality = stages.run("quality", _quality)
-    fused_rows = stages.run("fuse", _fuse)
-    student = stages.run("train_student", _train("student", config.student_iters, str(fused)))
+    fused_rows = stages.run("fuse", _fuse, outputs=[fused])
+    student = stages.run("train_student", _train("student", config.student_iters, str(fused)),
+                         outputs=[workdir / "student" / FINAL_MODEL])
     student_eval = stages.run("evaluate_student", _evaluate(student["checkpoint"]))
 
     results = {

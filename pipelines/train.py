@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -292,8 +293,32 @@ def _absolute_paths(config: TrainConfig) -> TrainConfig:
                                run_dir=str(Path(config.run_dir).resolve()), manifest=manifest)
 
 
-def train_ray(config: TrainConfig, address: str | None = None) -> Path:
-    """Data-parallel training on `config.workers` Ray Train workers."""
+def _iteration_of(checkpoint: Path | None) -> int:
+    return int(checkpoint.stem.removeprefix("iter_")) if checkpoint else 0
+
+
+def _report_row(row: dict, total: int) -> StepReport:
+    terms = {k: v for k, v in row.items() if k not in ("iteration", "loss", "lr", "images_per_s")}
+    return StepReport(row["iteration"], total, row["loss"], terms, row["lr"], row["images_per_s"])
+
+
+def follow_metrics(run_dir: Path, total: int, reporter: Reporter, stop: threading.Event, poll_s: float = 0.5) -> None:
+    """Report the rows that rank 0 appends to the metrics log past the resumed iteration, until `stop` is set."""
+    path, last = Path(run_dir) / METRICS_LOG, _iteration_of(latest_checkpoint(run_dir))
+    while True:
+        finished = stop.wait(poll_s)
+        text = path.read_text() if path.exists() else ""
+        for line in text[: text.rfind("\n") + 1].splitlines():  # whole lines only
+            row = json.loads(line)
+            if row["iteration"] > last:
+                reporter(_report_row(row, total))
+                last = row["iteration"]
+        if finished:
+            return
+
+
+def train_ray(config: TrainConfig, address: str | None = None, reporter: Reporter | None = None) -> Path:
+    """Data-parallel training on `config.workers` Ray Train workers; `reporter` hears each logged step."""
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -311,7 +336,16 @@ def train_ray(config: TrainConfig, address: str | None = None) -> Path:
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=RunConfig(storage_path=str(Path(config.run_dir).resolve() / "ray"), name="train"),
     )
-    trainer.fit()
+    stop = threading.Event()
+    follower = threading.Thread(target=follow_metrics, args=(config.run_dir, config.iters, reporter, stop), daemon=True)
+    if reporter:
+        follower.start()
+    try:
+        trainer.fit()
+    finally:
+        stop.set()
+        if reporter:
+            follower.join()
     return Path(config.run_dir) / FINAL_MODEL
 
 
@@ -321,4 +355,4 @@ def train(config: TrainConfig, reporter: Reporter | None = None, address: str | 
         raise ValueError("--device cuda was asked for but no CUDA device is available")
     if config.workers == 1:
         return train_worker(config, reporter)
-    return train_ray(config, address)
+    return train_ray(config, address, reporter)

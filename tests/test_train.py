@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ from models.teacher import TeacherConfig
 from pipelines.evaluate import evaluate
 from pipelines.fuse import fuse
 from pipelines.ingest import import_labels
-from pipelines.train import CHECKPOINTS, FINAL_MODEL, METRICS_LOG, TrainConfig, latest_checkpoint, train
+from pipelines.train import (
+    CHECKPOINTS, FINAL_MODEL, METRICS_LOG, TrainConfig, follow_metrics, latest_checkpoint, train,
+)
 
 IMAGE_SIZE = (64, 128)
 
@@ -140,8 +143,23 @@ def test_two_ray_train_workers_produce_the_model(root, tmp_path, monkeypatch, ra
     """Relative paths on purpose: Ray workers run in other directories. About 30-45 s."""
     monkeypatch.chdir(tmp_path)
     config = quick_config(os.path.relpath(root, tmp_path), Path("run"), iters=2, workers=2)
-    model = train(config)
+    reported: list[int] = []
+    model = train(config, reporter=lambda report: reported.append(report.iteration))
+    assert reported == [1, 2]
     assert (tmp_path / "run" / FINAL_MODEL).is_file()
     assert model.resolve() == (tmp_path / "run" / FINAL_MODEL).resolve()
     assert logged_iterations(tmp_path / "run") == [1, 2]
     assert load_checkpoint(model).metadata["training"]["workers"] == 2
+
+
+def test_following_the_metrics_log_reports_whole_rows_past_the_resumed_iteration(tmp_path):
+    (tmp_path / CHECKPOINTS).mkdir()
+    (tmp_path / CHECKPOINTS / "iter_00000002.pt").touch()
+    rows = [{"iteration": i, "loss": 1.0 / i, "seg": 0.5, "lr": 0.01, "images_per_s": 4.0} for i in (1, 2, 3, 4)]
+    text = "".join(json.dumps(row) + "\n" for row in rows)
+    (tmp_path / METRICS_LOG).write_text(text + '{"iteration": 5, "lo')  # a row still being written
+    stop, reports = threading.Event(), []
+    stop.set()
+    follow_metrics(tmp_path, 10, reports.append, stop, poll_s=0.0)
+    assert [(r.iteration, r.total, r.loss, r.terms) for r in reports] == [(3, 10, 1 / 3, {"seg": 0.5}),
+                                                                          (4, 10, 0.25, {"seg": 0.5})]
