@@ -327,7 +327,7 @@ def label(
     samples = list_samples(root, split)
     load_checkpoint(checkpoint)  # a bad checkpoint fails here, naming the file, not in every actor
     options = PredictOptions(scales=tuple(scales), pointrend=pointrend, batch_size=batch_size, max_pixels=max_pixels)
-    provenance = Provenance(file_sha256(Path(checkpoint)), options.scales, threshold, pointrend, keep_confidence)
+    provenance = Provenance(file_sha256(checkpoint), options.scales, threshold, pointrend, keep_confidence)
     store = open_store(out, provenance, overwrite)
     stored = store.completed_ids()
     todo = [s for s in samples if s.stem not in stored]
