@@ -83,10 +83,9 @@ def fuse(
     failed: list[str] = []
     missing: list[str] = []
     if labels is not None:
-        store = LabelStore.open(labels)
-        auto, failed = _store_rows(store, progress)
+        auto, failed = _store_rows(LabelStore.open(labels), progress)
         rows += auto
-        held = {r.image_id for r in store.records()}
+        held = {row["label_key"] for row in auto} | set(failed)
         missing = sorted(s.stem for s in list_samples(root, coarse_split) if s.stem not in held)
     if coarse_gt:
         rows += _png_rows(root, coarse_split, "gtCoarse", "gt_coarse")
