@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -350,9 +351,10 @@ def _quiet_ray_data_console() -> None:
 def _label_progress(bar: Progress, description: str):
     """A progress(done, failed, total) callback that shows images done and failed, images/s and ETA."""
     task = bar.add_task(description, total=None, failed=0, rate="")
+    start = time.monotonic()
 
     def progress(done: int, failed: int, total: int) -> None:
-        elapsed = bar.tasks[task].elapsed or 0.0
+        elapsed = time.monotonic() - start
         rate = f"{done / elapsed:.2f} img/s" if elapsed > 0 and done else ""
         bar.update(task, completed=done + failed, total=total, failed=failed, rate=rate)
 
