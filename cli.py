@@ -140,6 +140,20 @@ def describe(
 
 
 # --------------------------------------------------------------------------- import
+CODEC_HELP = ("How the maps of a new store are compressed: webp (default; WebP lossless, about half the bytes of "
+              "zstd), zstd (zarr v3 specification codecs only: any zarr v3 reader, e.g. tensorstore, opens the store) "
+              "or jpegxl (smallest, but about 10x slower to write and read). Default: webp, or the codec of the "
+              "store being resumed.")
+
+
+def _check_codec(codec: str | None) -> str | None:
+    from autolabel.codecs import CODECS
+
+    if codec is not None and codec not in CODECS:
+        raise typer.BadParameter(f"must be one of {', '.join(CODECS)}", param_hint="--codec")
+    return codec
+
+
 @command(name="import")
 def import_(
     root: Annotated[Path, typer.Argument(help="Cityscapes-format dataset root.")],
@@ -147,15 +161,16 @@ def import_(
     split: Annotated[str, typer.Option(help="Split whose label maps to import.")] = "train",
     source: Annotated[str, typer.Option(help="Label kind: gtCoarse or gtFine.")] = "gtCoarse",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing store at --out.")] = False,
+    codec: Annotated[Optional[str], typer.Option(help=CODEC_HELP, show_default=False)] = None,
 ) -> None:
     """Import existing PNG label maps (label ids) into a label store, as train ids.
 
     Converts a PNG label set into the compact zarr store; rerunning skips images already stored.
     """
-    _import(root, out, split, source, overwrite)
+    _import(root, out, split, source, overwrite, _check_codec(codec))
 
 
-def _import(root: Path, out: str, split: str, source: str, overwrite: bool) -> None:
+def _import(root: Path, out: str, split: str, source: str, overwrite: bool, codec: str | None) -> None:
     from autolabel.layout import LABEL_SOURCES
     from pipelines.ingest import import_labels
 
@@ -164,7 +179,8 @@ def _import(root: Path, out: str, split: str, source: str, overwrite: bool) -> N
     with progress_bar() as bar:
         task = bar.add_task(f"import {split}/{source}", total=None)
         summary = import_labels(root, split, source, out, overwrite,
-                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+                                progress=lambda done, total: bar.update(task, completed=done, total=total),
+                                codec=codec)
     console.print(f"{summary.store}: {summary.written} written, {summary.skipped} already stored, "
                   f"{len(summary.failed)} failed")
     for image_id, error in summary.failed.items():
@@ -181,8 +197,10 @@ def inspect(
     overlay: Annotated[Optional[str], typer.Option(help="Image id to render with its labels (needs --png).")] = None,
     png: Annotated[Optional[Path], typer.Option(help="Where to write the --overlay rendering.")] = None,
 ) -> None:
-    """Report a label store: images, failures, bytes, bits/pixel, labelled fraction, class pixels, and savings
-    against raw uint8, PNG and soft (19-class fp16/fp32) labels, extrapolated to 19,998 images of 1024x2048."""
+    """Report a label store: its codec and what reads it, images, failures, bytes on disk (every file: maps,
+    metadata, manifest) per image, bits/pixel, labelled fraction, class pixels, and savings against raw uint8, PNG
+    and soft (19-class fp16/fp32) labels, extrapolated to 19,998 images of 1024x2048. Reads the store's manifest,
+    not its maps (except a sample re-encoded as PNG)."""
     _inspect(store, json_, overlay, png)
 
 
@@ -411,8 +429,11 @@ def label(
     address: Annotated[Optional[str], typer.Option(
         help="Ray cluster to run on [default: RAY_ADDRESS, else a local Ray on this machine's cores].")] = None,
     keep_confidence: Annotated[bool, typer.Option(
-        help="Also store the max probability (uint8) so the labels can be re-thresholded later.")] = False,
+        help="Also store each labelled pixel's max probability in steps of 0.05, so `rethreshold` can raise the "
+             "threshold later: thresholds that are multiples of 0.05 (0.55, 0.6, ..., 0.95) stay exact, others act "
+             "as the next multiple up. Costs about as much as the labels.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a store made with other settings.")] = False,
+    codec: Annotated[Optional[str], typer.Option(help=CODEC_HELP, show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Auto-label a split with a teacher on Ray, into a label store.
@@ -433,7 +454,7 @@ def label(
                                threshold=threshold, workers=workers, gpus_per_worker=gpus_per_worker,
                                batch_size=batch_size, address=address, keep_confidence=keep_confidence,
                                overwrite=overwrite, progress=_label_progress(bar, f"label {split}"),
-                               max_pixels=max_pixels)
+                               max_pixels=max_pixels, codec=_check_codec(codec))
     _print_label_summary(summary, json_)
 
 
@@ -443,19 +464,23 @@ def rethreshold(
     threshold: Annotated[float, typer.Option(help="The new, higher threshold.")],
     out: Annotated[str, typer.Option("--out", help="New label store to write.")],
     overwrite: Annotated[bool, typer.Option(help="Replace an existing store at --out.")] = False,
+    codec: Annotated[Optional[str], typer.Option(help=CODEC_HELP.replace("webp, or the codec of the store being "
+                                                                         "resumed", "the codec of STORE"),
+                                                 show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Threshold a store's labels again at a higher threshold, without running the teacher.
 
     Needs a store labelled with --keep-confidence; pixels whose stored confidence is not above the new threshold
-    become 255 (ignore). The new store keeps the confidence, so it can be re-thresholded again.
+    become 255 (ignore). Thresholds that are multiples of 0.05 are exact; others act as the next multiple up. The
+    new store keeps the confidence, so it can be re-thresholded again.
     """
     from pipelines.label import rethreshold as run_rethreshold
 
     _check_threshold(threshold)
     with label_progress_bar() as bar:
         summary = run_rethreshold(store, threshold, out, overwrite,
-                                  progress=_label_progress(bar, f"rethreshold {threshold}"))
+                                  progress=_label_progress(bar, f"rethreshold {threshold}"), codec=_check_codec(codec))
     _print_label_summary(summary, json_)
 
 

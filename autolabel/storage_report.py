@@ -1,19 +1,22 @@
 """What a label store costs on disk, measured, against PNG, raw uint8 and soft probabilities.
 
-Sizes count the stored label data (the shard objects of `labels/`); zarr.json documents, which
-carry the per-image records, are counted only in `bytes_on_disk`. The extrapolation to the full
-Cityscapes coarse set assumes the measured bits per pixel.
+The headline figures count every file of the store (maps, array metadata, records, manifest): what a
+user pays. Image counts, pixels and class pixels come from the store's index, so a report reads no
+label map except the PNG sample. The extrapolation to the full Cityscapes coarse set assumes the
+measured bits per pixel.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+import pyarrow.compute as pc
 from rich.table import Table
 
 from autolabel.images import encode_png
 from autolabel.labels import CLASS_NAMES, NUM_CLASSES
-from autolabel.store import LABELS, LabelStore, StoreError
+from autolabel.store import CONFIDENCE, LABELS, LabelStore, StoreError
 
 EXTRAPOLATION_IMAGES = 19_998
 """Cityscapes train_extra: the coarse images the teacher labels."""
@@ -34,50 +37,52 @@ def _evenly_spaced(items: list[str], count: int) -> list[str]:
     return [items[int(i * step)] for i in range(count)]
 
 
-def _png_comparison(store: LabelStore, image_ids: list[str]) -> tuple[int, int]:
-    """(PNG bytes, stored label bytes) of the same images."""
-    png = sum(len(encode_png(store.read(image_id))) for image_id in image_ids)
-    stored = sum(store.nbytes_on_disk(f"{LABELS}/{image_id}/", metadata=False) for image_id in image_ids)
-    return png, stored
-
-
 def storage_report(store: LabelStore, png_sample: int = DEFAULT_PNG_SAMPLE) -> dict[str, Any]:
     """Measured sizes and savings of `store`; PNG is measured on up to `png_sample` of its images."""
-    records = store.records()
-    done = [r for r in records if r.status == "done"]
-    if not done:
-        raise StoreError(f"{store.url}: no complete images to report on ({len(records)} failed; their errors are "
+    index = store.index()
+    done = index.filter(pc.equal(index["status"], "done"))
+    images = done.num_rows
+    if not images:
+        raise StoreError(f"{store.url}: no complete images to report on ({index.num_rows} failed; their errors are "
                          "in the store's manifest)")
-    pixels = sum(r.height * r.width for r in done)
-    counts = [sum(r.class_pixels[c] for r in done) for c in range(NUM_CLASSES)]
+    heights, widths = done["height"].to_numpy(), done["width"].to_numpy()
+    pixels = int(np.sum(heights.astype(np.int64) * widths))
+    counts = np.asarray(pc.list_flatten(done["class_pixels"]).to_numpy()).reshape(images, NUM_CLASSES).sum(0)
+    on_disk = store.nbytes_on_disk()
     label_bytes = store.nbytes_on_disk(f"{LABELS}/", metadata=False)
-    bits_per_pixel = 8 * label_bytes / pixels
-    sample = _evenly_spaced(sorted(r.image_id for r in done), max(1, png_sample))
-    png_bytes, sample_bytes = _png_comparison(store, sample)
+    confidence_bytes = store.nbytes_on_disk(f"{CONFIDENCE}/", metadata=False)
+    bits_per_pixel = 8 * on_disk / pixels
+    sample = _evenly_spaced(done["image_id"].to_pylist(), max(1, png_sample))
+    png_per_image = sum(len(encode_png(store.read(image_id))) for image_id in sample) / len(sample)
     soft = {k: pixels * NUM_CLASSES * b for k, b in SOFT_BYTES_PER_VALUE.items()}
     big_pixels = EXTRAPOLATION_IMAGES * EXTRAPOLATION_SHAPE[0] * EXTRAPOLATION_SHAPE[1]
     return {
         "store": store.url,
-        "images": len(done),
-        "failed": len(records) - len(done),
+        "codec": store.codec.name,
+        "codec_level": store.codec_level,
+        "reader": store.codec.reader,
+        "images": images,
+        "failed": index.num_rows - images,
         "pixels": pixels,
-        "bytes_on_disk": store.nbytes_on_disk(),
-        "label_bytes": label_bytes,
-        "bytes_per_image": label_bytes / len(done),
+        "bytes_on_disk": on_disk,
+        "bytes_per_image": on_disk / images,
         "bits_per_pixel": bits_per_pixel,
-        "labelled_fraction": sum(counts) / pixels,
-        "class_pixels": dict(zip(CLASS_NAMES, counts)),
+        "label_bytes": label_bytes,
+        "confidence_bytes": confidence_bytes,
+        "metadata_bytes": on_disk - label_bytes - confidence_bytes,
+        "labelled_fraction": float(counts.sum()) / pixels,
+        "class_pixels": dict(zip(CLASS_NAMES, (int(c) for c in counts))),
         "png_sample_images": len(sample),
-        "png_bytes_per_image": png_bytes / len(sample),
-        "vs_uint8": _ratio(pixels, label_bytes),
-        "vs_png": _ratio(png_bytes, sample_bytes),
-        "vs_soft_fp16": _ratio(soft["fp16"], label_bytes),
-        "vs_soft_fp32": _ratio(soft["fp32"], label_bytes),
+        "png_bytes_per_image": png_per_image,
+        "vs_uint8": _ratio(pixels, on_disk),
+        "vs_png": _ratio(png_per_image * images, on_disk),
+        "vs_soft_fp16": _ratio(soft["fp16"], on_disk),
+        "vs_soft_fp32": _ratio(soft["fp32"], on_disk),
         "extrapolation": {
             "images": EXTRAPOLATION_IMAGES,
             "height": EXTRAPOLATION_SHAPE[0],
             "width": EXTRAPOLATION_SHAPE[1],
-            "label_bytes": big_pixels * bits_per_pixel / 8,
+            "store_bytes": big_pixels * bits_per_pixel / 8,
             "uint8_bytes": big_pixels,
             "soft_fp16_bytes": big_pixels * NUM_CLASSES * SOFT_BYTES_PER_VALUE["fp16"],
             "soft_fp32_bytes": big_pixels * NUM_CLASSES * SOFT_BYTES_PER_VALUE["fp32"],
@@ -104,10 +109,15 @@ def storage_table(report: dict[str, Any]) -> Table:
     table = Table(title=f"Label store {report['store']}", show_header=True)
     table.add_column("", style="bold")
     table.add_column("value", justify="right")
+    table.add_row("codec", f"{report['codec']} (level {report['codec_level']})")
+    table.add_row("readable by", report["reader"])
     table.add_row("images (failed)", f"{report['images']:,} ({report['failed']:,})")
+    table.add_row("on disk, per image", human_bytes(report["bytes_per_image"]))
     table.add_row("on disk, all", human_bytes(report["bytes_on_disk"]))
-    table.add_row("label data", human_bytes(report["label_bytes"]))
-    table.add_row("per image", human_bytes(report["bytes_per_image"]))
+    table.add_row("  label maps", human_bytes(report["label_bytes"]))
+    if report["confidence_bytes"]:
+        table.add_row("  confidence maps", human_bytes(report["confidence_bytes"]))
+    table.add_row("  metadata and manifest", human_bytes(report["metadata_bytes"]))
     table.add_row("bits per pixel", f"{report['bits_per_pixel']:.4f}")
     table.add_row("labelled pixels", f"{report['labelled_fraction']:.1%}")
     table.add_section()
@@ -118,7 +128,7 @@ def storage_table(report: dict[str, Any]) -> Table:
     table.add_section()
     big = report["extrapolation"]
     scope = f"{big['images']:,} x {big['width']}x{big['height']}"
-    table.add_row(f"{scope}: this store", human_bytes(big["label_bytes"]))
+    table.add_row(f"{scope}: this store", human_bytes(big["store_bytes"]))
     table.add_row(f"{scope}: raw uint8", human_bytes(big["uint8_bytes"]))
     table.add_row(f"{scope}: soft fp16", human_bytes(big["soft_fp16_bytes"]))
     table.add_row(f"{scope}: soft fp32", human_bytes(big["soft_fp32_bytes"]))

@@ -1,17 +1,21 @@
-"""The label store: one zarr v3 array per image, per-image records, a Parquet manifest.
+"""The label store: zarr v3 arrays of label maps, one chunk per image, indexed by a Parquet manifest.
 
-    {url}/zarr.json               root group; attributes["autolabel"]: format, provenance, codec settings
-    {url}/labels/{image_id}       (H, W) uint8 train ids (0..18, 255 = ignore); one shard holds the whole
-                                  image, split into zstd-compressed inner chunks for random access;
-                                  attributes: complete, record
-    {url}/confidence/{image_id}   (H, W) uint8 max probability (stores created with keep_confidence)
-    {url}/failed/{image_id}       empty group; attributes: record of an image that could not be labelled
-    {url}/manifest.parquet        one row per image, rebuilt from the records by write_manifest()
+    {url}/zarr.json                         root group; attributes["autolabel"]: format, provenance, codec
+    {url}/labels/{city}/{H}x{W}             uint8 array (SEQUENCES, FRAMES, H, W) of train ids (0..18,
+                                            255 = ignore); image {city}_{seq}_{frame} is the single
+                                            chunk [seq, frame], its map compressed whole
+    {url}/confidence/{city}/{H}x{W}         the same for the quantised confidence (keep_confidence stores)
+    {url}/records/{image_id}.json           the record of an image written since the last manifest
+    {url}/manifest.parquet                  one row per image: the index every reader starts from
 
-Concurrency: the groups are written once, by `LabelStore.create`. Afterwards a writer touches only
-the nodes of the image it writes (its arrays, their zarr.json, its failure record), so any number
-of processes may write different images at once. An image counts as stored once its labels array
-says `complete: true`, which is set after its data is written.
+A reader finds an image through the index: the manifest, overlaid by the records written since it (a
+run cut short leaves them; `write_manifest` folds them in and deletes them). Other zarr readers open
+`labels/{city}/{H}x{W}` and read [seq, frame].
+
+Concurrency: a writer touches only its image's chunks and record file, and creates the array of a new
+(city, size) with the same metadata any other writer would, so any number of processes may write
+different images at once. An image counts as stored once its record says done; the record is written
+after its chunks, so an image whose write was cut short is not stored and is written again.
 
 Local paths and `file://` URLs use zarr's LocalStore (atomic writes); any other fsspec URL
 (`memory://`, `s3://`, ...) uses zarr's FsspecStore.
@@ -21,8 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
-import math
+import os
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,32 +35,29 @@ from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import zarr
 from zarr.abc.store import Store
 from zarr.buffer import default_buffer_prototype
-from zarr.codecs import ZstdCodec
 from zarr.core.sync import sync
-from zarr.errors import NodeNotFoundError
+from zarr.errors import ContainsArrayError, NodeNotFoundError
 from zarr.storage import FsspecStore, LocalStore
 
+from autolabel.codecs import DEFAULT_CODEC, CodecChoice, codec_choice
+from autolabel.dataset import class_centroids
 from autolabel.labels import IGNORE, NUM_CLASSES
 from autolabel.layout import validate_stem
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ROOT_ATTR = "autolabel"
-LABELS, CONFIDENCE, FAILED = "labels", "confidence", "failed"
+LABELS, CONFIDENCE, RECORDS = "labels", "confidence", "records"
 MANIFEST = "manifest.parquet"
 METADATA_KEY = "zarr.json"
-
-DEFAULT_ZSTD_LEVEL = 9
-"""zstd level of new stores, from benchmarks/storage.py (2048x1024 maps, one core): level 9 stores
-~16.5 kB/image at ~30 images/s, as fast to write as level 1 and 10% smaller; level 15 is 17% smaller
-again but 3x slower to write, 19 and 22 gain 4-6% more at 20-45x slower writes."""
-DEFAULT_CHUNK = 256
-"""Side of the inner (randomly accessible) chunks; the shard is always the whole image."""
+SEQUENCES = FRAMES = 1_000_000
+"""The (seq, frame) grid of a city: Cityscapes numbers both with 6 digits."""
 
 Mode = Literal["r", "a"]
 
@@ -69,7 +71,7 @@ class ImageNotStoredError(StoreError, LookupError):
 
 
 class ProvenanceMismatchError(StoreError):
-    """The store was made with another teacher checkpoint or labelling settings."""
+    """The store was made with another teacher checkpoint, labelling settings or codec."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,10 @@ class Provenance:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
+Centroid = tuple[int, int, int]
+"""(class, y, x): a pixel of the class near its centre of mass."""
+
+
 @dataclass(frozen=True)
 class ImageRecord:
     """Provenance and statistics of one image; one manifest row."""
@@ -115,23 +121,37 @@ class ImageRecord:
     labelled_fraction: float | None = None
     mean_confidence: float | None = None
     class_pixels: tuple[int, ...] | None = None
+    centroids: tuple[Centroid, ...] | None = None
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["scales"] = list(self.scales)
         data["class_pixels"] = None if self.class_pixels is None else list(self.class_pixels)
+        data["centroids"] = None if self.centroids is None else [
+            {"cls": c, "y": y, "x": x} for c, y, x in self.centroids
+        ]
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ImageRecord:
         values = {f.name: data.get(f.name) for f in fields(cls)}
         values["scales"] = tuple(values["scales"])
+        for name in ("started_at", "finished_at"):
+            values[name] = _timestamp(values[name])
         if values["class_pixels"] is not None:
             values["class_pixels"] = tuple(values["class_pixels"])
+        if values["centroids"] is not None:
+            values["centroids"] = tuple((c["cls"], c["y"], c["x"]) for c in values["centroids"])
         return cls(**values)
 
+    @property
+    def centroid_map(self) -> dict[int, tuple[int, int]]:
+        """{class: (y, x)} of the classes the map holds."""
+        return {c: (y, x) for c, y, x in self.centroids or ()}
 
+
+CENTROIDS_TYPE = pa.list_(pa.struct([("cls", pa.int16()), ("y", pa.int32()), ("x", pa.int32())]))
 MANIFEST_SCHEMA = pa.schema(
     [
         ("image_id", pa.string()),
@@ -148,6 +168,7 @@ MANIFEST_SCHEMA = pa.schema(
         ("labelled_fraction", pa.float64()),
         ("mean_confidence", pa.float64()),
         ("class_pixels", pa.list_(pa.int64(), NUM_CLASSES)),
+        ("centroids", CENTROIDS_TYPE),
         ("error", pa.string()),
     ]
 )
@@ -187,6 +208,17 @@ def normalize_url(url: str | Path) -> str:
     return url if "://" in url else str(Path(url).resolve())
 
 
+def image_position(image_id: str) -> tuple[str, int, int]:
+    """(city, sequence, frame) of a Cityscapes stem: the array group and chunk of its map."""
+    city, seq, frame = validate_stem(image_id).rsplit("_", 2)
+    return city, int(seq), int(frame)
+
+
+def array_path(group: str, city: str, height: int, width: int) -> str:
+    """The array of `group` (labels / confidence) holding the maps of `city` of one size."""
+    return f"{group}/{city}/{height}x{width}"
+
+
 def _zarr_store(url: str, read_only: bool, storage_options: dict[str, Any] | None) -> Store:
     if "://" not in url:
         return LocalStore(url, read_only=read_only)
@@ -195,23 +227,39 @@ def _zarr_store(url: str, read_only: bool, storage_options: dict[str, Any] | Non
     return FsspecStore.from_url(url, storage_options=storage_options, read_only=read_only)
 
 
-async def _sum_sizes(store: Store, prefix: str, metadata: bool) -> int:
-    keys = [k async for k in store.list_prefix(prefix) if metadata or not k.endswith(METADATA_KEY)]
-    return sum(await asyncio.gather(*(store.getsize(k) for k in keys)))
+def _file_sizes(zstore: Store, prefix: str) -> dict[str, int]:
+    """Size of every object under `prefix`, from one listing (no request per object)."""
+    if isinstance(zstore, LocalStore):
+        base = Path(zstore.root) / prefix
+        sizes = {}
+        for folder, _, files in os.walk(base):
+            for name in files:
+                path = Path(folder) / name
+                sizes[path.relative_to(zstore.root).as_posix()] = path.stat().st_size
+        return sizes
+    root = zstore.path.rstrip("/")
+    found = sync(zstore.fs._find(f"{root}/{prefix}".rstrip("/"), detail=True))
+    return {path.removeprefix(root).lstrip("/"): int(info["size"]) for path, info in found.items()}
+
+
+def _empty_index() -> pa.Table:
+    return MANIFEST_SCHEMA.empty_table()
 
 
 class LabelStore:
-    """A zarr v3 store of uint8 label maps, one array per image. Make one with `create` or `open`."""
+    """A zarr v3 store of uint8 label maps, one chunk per image. Make one with `create` or `open`."""
 
     def __init__(self, url: str, zstore: Store, settings: dict[str, Any], mode: Mode,
                  storage_options: dict[str, Any] | None = None) -> None:
         self.url = url
         self.mode = mode
         self.provenance = Provenance.from_dict(settings["provenance"])
-        self.zstd_level = int(settings["zstd_level"])
-        self.chunk = int(settings["chunk"])
+        self.codec: CodecChoice = codec_choice(settings["codec"])
+        self.codec_level = int(settings["codec_level"])
         self._zstore = zstore
         self._storage_options = storage_options
+        self._arrays: dict[str, zarr.Array] = {}
+        self._index: dict[str, ImageRecord] | None = None
 
     # -- opening --------------------------------------------------------------------------
 
@@ -220,17 +268,17 @@ class LabelStore:
         cls,
         url: str | Path,
         provenance: Provenance,
-        level: int = DEFAULT_ZSTD_LEVEL,
-        chunk: int = DEFAULT_CHUNK,
+        codec: str = DEFAULT_CODEC,
+        level: int | None = None,
         overwrite: bool = False,
         storage_options: dict[str, Any] | None = None,
     ) -> LabelStore:
-        """Create an empty store; with `overwrite`, an existing label store there is deleted first."""
+        """Create an empty store whose maps use `codec` at `level` (its default if None); with `overwrite`,
+        an existing label store there is deleted first."""
         url = normalize_url(url)
-        if not 1 <= level <= 22:
-            raise ValueError(f"zstd level must be in 1..22, got {level}")
-        if chunk < 1:
-            raise ValueError(f"chunk must be positive, got {chunk}")
+        choice = codec_choice(codec)
+        level = choice.default_level if level is None else level
+        choice.codecs(level)  # a bad level fails before anything is written
         zstore = _zarr_store(url, read_only=False, storage_options=storage_options)
         if not sync(zstore.is_empty("")):
             if not overwrite:
@@ -240,14 +288,11 @@ class LabelStore:
         settings = {
             "format": FORMAT_VERSION,
             "provenance": provenance.to_dict(),
-            "zstd_level": level,
-            "chunk": chunk,
+            "codec": choice.name,
+            "codec_level": level,
         }
-        root = zarr.create_group(zstore, zarr_format=3, attributes={ROOT_ATTR: settings})
-        groups = (LABELS, FAILED, CONFIDENCE) if provenance.keep_confidence else (LABELS, FAILED)
-        for name in groups:
-            root.create_group(name)
-        log.info("created label store %s (zstd %d, chunk %d)", url, level, chunk)
+        zarr.create_group(zstore, zarr_format=3, attributes={ROOT_ATTR: settings})
+        log.info("created label store %s (%s level %d)", url, choice.name, level)
         return cls(url, zstore, settings, "a", storage_options)
 
     @classmethod
@@ -266,27 +311,30 @@ class LabelStore:
         cls,
         url: str | Path,
         provenance: Provenance,
-        level: int = DEFAULT_ZSTD_LEVEL,
-        chunk: int = DEFAULT_CHUNK,
+        codec: str | None = None,
         storage_options: dict[str, Any] | None = None,
     ) -> LabelStore:
-        """Resume a store made with the same provenance, or create it. Call from one process."""
-        zstore = _zarr_store(str(url), read_only=False, storage_options=storage_options)
+        """Resume a store made with the same provenance (and `codec`, when given), or create it (with `codec`,
+        else the default). Call from one process."""
+        zstore = _zarr_store(normalize_url(url), read_only=False, storage_options=storage_options)
         if sync(zstore.is_empty("")):
-            return cls.create(url, provenance, level, chunk, storage_options=storage_options)
+            return cls.create(url, provenance, codec or DEFAULT_CODEC, storage_options=storage_options)
         store = cls.open(url, "a", storage_options)
-        store.check_provenance(provenance)
+        store.check_provenance(provenance, codec)
         return store
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (LabelStore.open, (self.url, self.mode, self._storage_options))
 
-    def check_provenance(self, expected: Provenance) -> None:
-        """Raise ProvenanceMismatchError naming every field where the store differs from `expected`."""
+    def check_provenance(self, expected: Provenance, codec: str | None = None) -> None:
+        """Raise ProvenanceMismatchError naming every field where the store differs from `expected` (and from
+        `codec`, when given)."""
         stored, wanted = self.provenance.to_dict(), expected.to_dict()
         diffs = [
             f"{k}: store has {stored[k]!r}, run has {wanted[k]!r}" for k in stored if stored[k] != wanted[k]
         ]
+        if codec is not None and codec != self.codec.name:
+            diffs.append(f"codec: store has {self.codec.name!r}, run has {codec!r}")
         if diffs:
             raise ProvenanceMismatchError(f"{self.url}: made with other settings; " + "; ".join(diffs))
 
@@ -302,23 +350,21 @@ class LabelStore:
         confidence: np.ndarray | None = None,
         started_at: datetime | str | None = None,
     ) -> ImageRecord:
-        """Store the (H, W) uint8 labels of one image, then mark it complete; rewriting replaces it.
+        """Store the (H, W) uint8 labels of one image with its record; rewriting replaces it.
 
-        `confidence` (H, W) uint8 is required by stores created with keep_confidence and refused
-        by others. Without `mean_confidence`, it is taken from `confidence` when given.
+        `confidence` (H, W) uint8 is required by stores created with keep_confidence and refused by
+        others (see autolabel.threshold for what it holds). The record carries the class pixel counts
+        and class centroids, so readers of the index need not read the map.
         """
         self._check_writable()
-        validate_stem(image_id)
+        city, seq, frame = image_position(image_id)
         started = _timestamp(started_at)
         counts = class_pixels(labels, f"labels of {image_id}")
         self._check_confidence(image_id, labels.shape, confidence)
-        if mean_confidence is None and confidence is not None:
-            mean_confidence = float(confidence.mean()) / 255.0
-        array = self._create_image_array(f"{LABELS}/{image_id}", labels.shape, IGNORE, {"complete": False})
-        array[...] = labels
-        if confidence is not None:
-            self._create_image_array(f"{CONFIDENCE}/{image_id}", labels.shape, 0, {})[...] = confidence
         height, width = labels.shape
+        self._array(LABELS, city, height, width, create=True)[seq, frame] = labels
+        if confidence is not None:
+            self._array(CONFIDENCE, city, height, width, create=True)[seq, frame] = confidence
         record = ImageRecord(
             **self._provenance_fields(image_id, source, "done", started),
             height=height,
@@ -326,9 +372,9 @@ class LabelStore:
             labelled_fraction=sum(counts) / (height * width),
             mean_confidence=mean_confidence,
             class_pixels=counts,
+            centroids=tuple((c, y, x) for c, (y, x) in sorted(class_centroids(labels).items())),
         )
-        array.update_attributes({"complete": True, "record": record.to_dict()})
-        self._delete(f"{FAILED}/{image_id}")
+        self._write_record(record)
         return record
 
     def write_failure(
@@ -336,27 +382,25 @@ class LabelStore:
     ) -> ImageRecord:
         """Record that an image could not be labelled; any labels it had are removed."""
         self._check_writable()
-        validate_stem(image_id)
+        image_position(image_id)
         record = ImageRecord(
             **self._provenance_fields(image_id, source, "failed", _timestamp(started_at)), error=error
         )
-        zarr.create_group(
-            self._zstore, path=f"{FAILED}/{image_id}", zarr_format=3, overwrite=True,
-            attributes={"record": record.to_dict()},
-        )
-        self._delete(f"{LABELS}/{image_id}")
-        self._delete(f"{CONFIDENCE}/{image_id}")
+        self._write_record(record)
+        sync(self._delete_chunks(image_id))
         log.warning("%s: %s failed: %s", self.url, image_id, error)
         return record
 
     def write_manifest(self) -> pa.Table:
-        """Rebuild manifest.parquet from the per-image records (one process), replacing it atomically."""
+        """Fold the records written since the last manifest into manifest.parquet (replaced atomically), then
+        delete them. Call from one process while no writer runs."""
         self._check_writable()
-        table = manifest_table(self.records())
+        pending = self._pending_keys()
+        table = self.index()
         sink = io.BytesIO()
-        pq.write_table(table, sink)
-        buffer = default_buffer_prototype().buffer.from_bytes(sink.getvalue())
-        sync(self._zstore.set(MANIFEST, buffer))
+        pq.write_table(table, sink, compression="zstd")
+        sync(self._zstore.set(MANIFEST, default_buffer_prototype().buffer.from_bytes(sink.getvalue())))
+        sync(_delete_all(self._zstore, pending))
         log.info("%s: manifest of %d images written", self.url, table.num_rows)
         return table
 
@@ -364,48 +408,62 @@ class LabelStore:
 
     def read(self, image_id: str) -> np.ndarray:
         """The (H, W) uint8 labels of a complete image."""
-        return self._complete_array(image_id)[...]
+        return self._image_array(LABELS, image_id)[1]
 
     def read_window(self, image_id: str, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """Labels [y0:y1, x0:x1] (y1-y0, x1-x0) of a complete image; reads only the chunks it covers."""
-        array = self._complete_array(image_id)
-        height, width = array.shape
-        if not (0 <= y0 < y1 <= height and 0 <= x0 < x1 <= width):
-            raise ValueError(
-                f"{self.url}: window y[{y0}:{y1}] x[{x0}:{x1}] is outside {image_id} ({height}x{width})"
-            )
-        return array[y0:y1, x0:x1]
+        """Labels [y0:y1, x0:x1] (y1-y0, x1-x0) of a complete image."""
+        record = self.record(image_id)
+        if not (0 <= y0 < y1 <= record.height and 0 <= x0 < x1 <= record.width):
+            raise ValueError(f"{self.url}: window y[{y0}:{y1}] x[{x0}:{x1}] is outside {image_id} "
+                             f"({record.height}x{record.width})")
+        _, seq, frame = image_position(image_id)
+        array = self._array(LABELS, *self._location(record))
+        return array[seq, frame, y0:y1, x0:x1]
 
     def read_confidence(self, image_id: str) -> np.ndarray:
-        """The (H, W) uint8 quantised max probability of a complete image (keep_confidence stores)."""
-        self._complete_array(image_id)
+        """The (H, W) uint8 quantised confidence of a complete image (keep_confidence stores)."""
         if not self.provenance.keep_confidence:
             raise StoreError(f"{self.url}: created without keep_confidence; no confidence maps")
-        return zarr.open_array(self._zstore, path=f"{CONFIDENCE}/{image_id}", mode="r")[...]
+        return self._image_array(CONFIDENCE, image_id)[1]
 
     def record(self, image_id: str) -> ImageRecord:
         """The record of a complete image."""
-        return ImageRecord.from_dict(self._complete_array(image_id).attrs["record"])
+        validate_stem(image_id)
+        record = self._records(refresh=False).get(image_id)
+        if record is None or record.status != "done":
+            record = self._records(refresh=True).get(image_id)
+        if record is None:
+            raise ImageNotStoredError(f"{self.url}: image {image_id!r} is not stored")
+        if record.status != "done":
+            raise ImageNotStoredError(f"{self.url}: image {image_id!r} failed: {record.error}")
+        return record
 
     def completed_ids(self) -> set[str]:
         """Ids of images whose labels are completely written."""
-        return set(self._done_records())
+        return {k for k, r in self._records(refresh=True).items() if r.status == "done"}
 
     def failed_ids(self) -> set[str]:
         """Ids of images recorded as failed (and not completed since)."""
-        return set(self._failed_records()) - self.completed_ids()
+        return {k for k, r in self._records(refresh=True).items() if r.status == "failed"}
 
     def records(self) -> list[ImageRecord]:
         """One record per image, done or failed, sorted by image id."""
-        merged = {**self._failed_records(), **self._done_records()}
-        return [merged[k] for k in sorted(merged)]
+        records = self._records(refresh=True)
+        return [records[k] for k in sorted(records)]
+
+    def index(self) -> pa.Table:
+        """The manifest with the records written since it folded in: one row per image, sorted by image id."""
+        manifest = self._read_manifest()
+        pending = [ImageRecord.from_dict(r) for r in sync(self._pending_records())]
+        if not pending:
+            return manifest
+        newer = manifest_table(pending)
+        kept = manifest.filter(pc.invert(pc.is_in(manifest["image_id"], newer["image_id"])))
+        return pa.concat_tables([kept, newer]).sort_by("image_id")
 
     def manifest(self) -> pa.Table:
         """The manifest written last by write_manifest()."""
-        buffer = sync(self._zstore.get(MANIFEST, prototype=default_buffer_prototype()))
-        if buffer is None:
-            raise StoreError(f"{self.manifest_url}: no manifest yet (write_manifest() makes it)")
-        return pq.read_table(pa.BufferReader(buffer.to_bytes()))
+        return self._read_manifest(missing_ok=False)
 
     @property
     def manifest_url(self) -> str:
@@ -413,7 +471,8 @@ class LabelStore:
 
     def nbytes_on_disk(self, prefix: str = "", metadata: bool = True) -> int:
         """Bytes stored under `prefix` (e.g. "labels/"); `metadata=False` leaves out zarr.json documents."""
-        return sync(_sum_sizes(self._zstore, prefix, metadata))
+        sizes = _file_sizes(self._zstore, prefix)
+        return sum(n for k, n in sizes.items() if metadata or not k.endswith(METADATA_KEY))
 
     # -- internals ------------------------------------------------------------------------
 
@@ -439,62 +498,86 @@ class LabelStore:
             pointrend=p.pointrend, started_at=started, finished_at=_now(),
         )
 
-    def _create_image_array(
-        self, path: str, shape: tuple[int, ...], fill_value: int, attributes: dict[str, Any]
-    ) -> zarr.Array:
-        """A (H, W) uint8 array whose single shard covers the image, replacing any old one."""
-        inner = tuple(min(self.chunk, n) for n in shape)
-        shard = tuple(math.ceil(n / c) * c for n, c in zip(shape, inner))
-        return zarr.create_array(
-            self._zstore,
-            name=path,
-            shape=shape,
-            dtype="uint8",
-            chunks=inner,
-            shards=shard,
-            compressors=ZstdCodec(level=self.zstd_level, checksum=False),
-            fill_value=fill_value,
-            attributes=attributes,
-            zarr_format=3,
-            overwrite=True,
-        )
-
-    def _delete(self, path: str) -> None:
-        sync(self._zstore.delete_dir(path))
-
-    def _complete_array(self, image_id: str) -> zarr.Array:
-        validate_stem(image_id)
+    def _array(self, group: str, city: str, height: int, width: int, create: bool = False) -> zarr.Array:
+        """The (SEQUENCES, FRAMES, H, W) array of one city and size; `create` makes it when missing, with the
+        metadata every writer gives it."""
+        path = array_path(group, city, height, width)
+        array = self._arrays.get(path)
+        if array is not None:
+            return array
         try:
-            array = zarr.open_array(self._zstore, path=f"{LABELS}/{image_id}", mode="r")
-        except (NodeNotFoundError, FileNotFoundError) as exc:
-            raise ImageNotStoredError(f"{self.url}: image {image_id!r} is not stored") from exc
-        if array.attrs.get("complete") is not True:
-            raise ImageNotStoredError(
-                f"{self.url}: image {image_id!r} is incomplete (its write did not finish)"
-            )
+            array = zarr.open_array(self._zstore, path=path, mode="r" if self.mode == "r" else "r+")
+        except (NodeNotFoundError, FileNotFoundError):
+            if not create:
+                raise
+            codecs = self.codec.codecs(self.codec_level)
+            try:
+                array = zarr.create_array(
+                    self._zstore, name=path, shape=(SEQUENCES, FRAMES, height, width),
+                    chunks=(1, 1, height, width), dtype="uint8", serializer=codecs[0],
+                    compressors=codecs[1:] or None, fill_value=IGNORE if group == LABELS else 0,
+                    zarr_format=3, write_data=True,
+                )
+            except ContainsArrayError:  # another writer made it first
+                array = zarr.open_array(self._zstore, path=path, mode="r+")
+        self._arrays[path] = array
         return array
 
-    def _members(self, name: str) -> list[tuple[str, zarr.Array | zarr.Group]]:
-        """The arrays and groups in group `name`; none where the group is missing (a creation cut short
-        after the root document: writing an image creates its group)."""
+    def _location(self, record: ImageRecord) -> tuple[str, int, int]:
+        return image_position(record.image_id)[0], record.height, record.width
+
+    def _image_array(self, group: str, image_id: str) -> tuple[ImageRecord, np.ndarray]:
+        record = self.record(image_id)
+        _, seq, frame = image_position(image_id)
         try:
-            return list(zarr.open_group(self._zstore, path=name, mode="r").members())
-        except (NodeNotFoundError, FileNotFoundError):
-            return []
+            array = self._array(group, *self._location(record))
+        except (NodeNotFoundError, FileNotFoundError) as exc:
+            raise StoreError(f"{self.url}: the index holds {image_id} but its {group} array is missing") from exc
+        return record, array[seq, frame]
 
-    def _done_records(self) -> dict[str, ImageRecord]:
-        return {
-            name: ImageRecord.from_dict(node.attrs["record"])
-            for name, node in self._members(LABELS)
-            if isinstance(node, zarr.Array) and node.attrs.get("complete") is True
-        }
+    def _records(self, refresh: bool) -> dict[str, ImageRecord]:
+        if self._index is None or refresh:
+            self._index = {r["image_id"]: ImageRecord.from_dict(r) for r in self.index().to_pylist()}
+        return self._index
 
-    def _failed_records(self) -> dict[str, ImageRecord]:
-        return {
-            name: ImageRecord.from_dict(node.attrs["record"])
-            for name, node in self._members(FAILED)
-            if isinstance(node, zarr.Group)
-        }
+    def _write_record(self, record: ImageRecord) -> None:
+        data = json.dumps(record.to_dict()).encode()
+        key = f"{RECORDS}/{record.image_id}.json"
+        sync(self._zstore.set(key, default_buffer_prototype().buffer.from_bytes(data)))
+        if self._index is not None:
+            self._index[record.image_id] = record
+
+    def _pending_keys(self) -> list[str]:
+        async def keys() -> list[str]:
+            return [k async for k in self._zstore.list_prefix(f"{RECORDS}/") if k.endswith(".json")]
+
+        return sync(keys())
+
+    async def _pending_records(self) -> list[dict[str, Any]]:
+        keys = [k async for k in self._zstore.list_prefix(f"{RECORDS}/") if k.endswith(".json")]
+        prototype = default_buffer_prototype()
+        buffers = await asyncio.gather(*(self._zstore.get(k, prototype=prototype) for k in keys))
+        return [json.loads(b.to_bytes()) for b in buffers if b is not None]
+
+    def _read_manifest(self, missing_ok: bool = True) -> pa.Table:
+        buffer = sync(self._zstore.get(MANIFEST, prototype=default_buffer_prototype()))
+        if buffer is None:
+            if missing_ok:
+                return _empty_index()
+            raise StoreError(f"{self.manifest_url}: no manifest yet (write_manifest() makes it)")
+        return pq.read_table(pa.BufferReader(buffer.to_bytes()))
+
+    async def _delete_chunks(self, image_id: str) -> None:
+        """Delete the chunks of `image_id` in the arrays of every size of its city."""
+        city, seq, frame = image_position(image_id)
+        for group in (LABELS, CONFIDENCE):
+            names = [name async for name in self._zstore.list_dir(f"{group}/{city}")]
+            for size in (n for n in names if n != METADATA_KEY):
+                await self._zstore.delete(f"{group}/{city}/{size}/c/{seq}/{frame}/0/0")
+
+
+async def _delete_all(zstore: Store, keys: list[str]) -> None:
+    await asyncio.gather(*(zstore.delete(k) for k in keys))
 
 
 async def _clear(zstore: Store) -> None:
@@ -514,8 +597,11 @@ def _read_settings(url: str, zstore: Store) -> dict[str, Any]:
     except (NodeNotFoundError, FileNotFoundError) as exc:
         raise StoreError(f"{url}: no label store here") from exc
     settings = root.attrs.get(ROOT_ATTR)
-    if not isinstance(settings, dict) or settings.get("format") != FORMAT_VERSION:
-        raise StoreError(f"{url}: a zarr group, but not an autolabel label store (format {FORMAT_VERSION})")
+    if not isinstance(settings, dict):
+        raise StoreError(f"{url}: a zarr group, but not an autolabel label store")
+    if settings.get("format") != FORMAT_VERSION:
+        raise StoreError(f"{url}: label store of format {settings.get('format')}, this autolabel reads format "
+                         f"{FORMAT_VERSION}; label or import into a new store")
     return settings
 
 

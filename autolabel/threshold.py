@@ -1,20 +1,25 @@
-"""Hard thresholding of class probabilities into uint8 label maps.
+"""Hard thresholding of class probabilities into uint8 label maps, and the confidence kept to threshold again.
 
-A pixel keeps its most probable class only where that probability is strictly greater
-than the threshold; every other pixel becomes 255 (ignore). The optional confidence map is
-the max probability quantised down (floor) to 0..255, so `confidence / 255 <= p`: a later,
-higher threshold applied to it never keeps a pixel that the exact probabilities would drop.
+A pixel keeps its most probable class only where that probability is strictly greater than the
+threshold; every other pixel becomes 255 (ignore). The optional confidence map stores, for each
+labelled pixel, the step q of its max probability p on a grid of CONFIDENCE_LEVELS steps: the
+number of multiples k / 20 (k = 1..19) that p exceeds, compared exactly as thresholding compares.
+Unlabelled pixels store 0. So re-thresholding at any multiple of 0.05
+keeps exactly the pixels the probabilities would keep; a threshold between two multiples acts as the
+next multiple up. Twenty levels in smooth bands compress to about the size of the labels themselves.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 
 from autolabel.labels import IGNORE
 
-CONFIDENCE_LEVELS = 255
-"""Quantisation steps of the stored max probability: uint8 q stands for p in [q/255, (q+1)/255)."""
+CONFIDENCE_LEVELS = 20
+"""Steps of the stored confidence: thresholds k / 20 (0.05, 0.10, ..., 0.95) stay exact."""
 
 
 def _check_threshold(t: float) -> float:
@@ -29,7 +34,8 @@ def threshold_probs(
     """Labels (N, H, W) uint8 from probabilities (N, C, H, W): argmax where max > t, else 255.
 
     Runs on the device of `probs`; the results stay there (uint8, ready to copy to the host).
-    With `with_confidence`, also returns the max probability floor-quantised to uint8 (N, H, W).
+    With `with_confidence`, also returns the confidence step of every labelled pixel (N, H, W) uint8,
+    0 where unlabelled (see the module docstring).
     """
     t = _check_threshold(t)
     if probs.ndim != 4:
@@ -37,23 +43,26 @@ def threshold_probs(
     if not 0 < probs.shape[1] <= IGNORE:
         raise ValueError(f"class count must be in 1..{IGNORE}, got {probs.shape[1]}")
     max_prob, classes = probs.max(dim=1)  # (N, H, W), (N, H, W)
-    labels = torch.where(max_prob > t, classes, torch.full_like(classes, IGNORE)).to(torch.uint8)
+    kept = max_prob > t
+    labels = torch.where(kept, classes, torch.full_like(classes, IGNORE)).to(torch.uint8)
     if not with_confidence:
         return labels
-    confidence = (max_prob.float() * CONFIDENCE_LEVELS).floor().clamp_(0, CONFIDENCE_LEVELS)
-    return labels, confidence.to(torch.uint8)  # (N, H, W), (N, H, W)
+    grid = torch.arange(1, CONFIDENCE_LEVELS, dtype=torch.float64) / CONFIDENCE_LEVELS  # (19,) 0.05 .. 0.95
+    steps = torch.bucketize(max_prob, grid.to(max_prob.device, max_prob.dtype))  # grid points below p
+    return labels, torch.where(kept, steps, torch.zeros_like(steps)).to(torch.uint8)  # (N, H, W) x2
 
 
-def rethreshold(labels: np.ndarray, confidence: np.ndarray, t: float) -> np.ndarray:
-    """Re-apply a (higher) threshold `t` to stored labels (H, W) using their uint8 confidence (H, W).
+def rethreshold(labels: np.ndarray, confidence: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and confidence (H, W) uint8 of stored labels re-thresholded at a (higher) threshold `t`.
 
-    A pixel stays labelled only if it was labelled and `confidence / 255 > t`; it never
-    gains a label back.
+    A pixel stays labelled only if it was labelled and its probability exceeds `t` rounded up to the
+    confidence grid; it never gains a label back. Dropped pixels' confidence becomes 0.
     """
     t = _check_threshold(t)
     if labels.shape != confidence.shape:
         raise ValueError(f"labels {labels.shape} and confidence {confidence.shape} differ in shape")
     if confidence.dtype != np.uint8:
-        raise ValueError(f"confidence must be uint8 (0..255), got {confidence.dtype}")
-    keep = confidence.astype(np.float64) / CONFIDENCE_LEVELS > t
-    return np.where(keep, labels, np.uint8(IGNORE)).astype(np.uint8)
+        raise ValueError(f"confidence must be uint8 steps, got {confidence.dtype}")
+    lowest_kept = math.ceil(round(t * CONFIDENCE_LEVELS, 9))  # p > k/20 <=> step >= k
+    keep = (labels != IGNORE) & (confidence >= lowest_kept)
+    return np.where(keep, labels, np.uint8(IGNORE)), np.where(keep, confidence, np.uint8(0))

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 
-from autolabel.dataset import class_centroids, label_file_centroids
+from autolabel.dataset import label_file_centroids
 from autolabel.fused import write_manifest
 from autolabel.images import read_label
-from autolabel.labels import NUM_CLASSES, to_train_ids
+from autolabel.labels import to_train_ids
 from autolabel.layout import list_samples
 from autolabel.store import LabelStore, class_pixels
 
@@ -46,20 +47,18 @@ def _png_rows(root: Path, split: str, source_dir: str, source: str) -> list[dict
     return rows
 
 
-def _store_rows(store: LabelStore, progress: Callable[[int, int], None] | None) -> tuple[list[dict], list[str]]:
-    records = store.records()
-    done = [r for r in records if r.status == "done"]
-    rows = []
-    for i, record in enumerate(done):
-        labels = store.read(record.image_id)
-        rows.append({
-            "image": record.source, "source": "auto_coarse", "label_png": None, "label_store": store.url,
-            "label_key": record.image_id, "height": record.height, "width": record.width,
-            "class_pixels": list(record.class_pixels), "centroids": class_centroids(labels, NUM_CLASSES),
-        })
-        if progress:
-            progress(i + 1, len(done))
-    return rows, [r.image_id for r in records if r.status != "done"]
+def _store_rows(store: LabelStore) -> tuple[list[dict], list[str]]:
+    """Rows of the store's stored images, from its index alone (class counts and centroids are recorded when
+    an image is written), and the ids of its failed images."""
+    index = store.index()
+    done = index.filter(pc.equal(index["status"], "done"))
+    rows = [{
+        "image": row["source"], "source": "auto_coarse", "label_png": None, "label_store": store.url,
+        "label_key": row["image_id"], "height": row["height"], "width": row["width"],
+        "class_pixels": row["class_pixels"], "centroids": {c["cls"]: (c["y"], c["x"]) for c in row["centroids"]},
+    } for row in done.select(["image_id", "source", "height", "width", "class_pixels", "centroids"]).to_pylist()]
+    failed = index.filter(pc.not_equal(index["status"], "done"))["image_id"].to_pylist()
+    return rows, failed
 
 
 def fuse(
@@ -73,8 +72,9 @@ def fuse(
 ) -> FuseSummary:
     """Write the fused manifest: fine `fine_split` + auto labels of `labels` (+ gtCoarse of `coarse_split`).
 
-    Paths are written absolute, so training reads the manifest from any directory or Ray worker. Auto-labels
-    that failed are left out and listed; so are images of `coarse_split` missing from the store.
+    Paths are written absolute, so training reads the manifest from any directory or Ray worker. The auto rows
+    come from the store's index, without reading a label map. Auto-labels that failed are left out and listed;
+    so are images of `coarse_split` missing from the store.
     """
     if labels is None and not coarse_gt:
         raise ValueError("nothing to fuse with the fine labels: give a label store, --coarse-gt, or both")
@@ -83,7 +83,9 @@ def fuse(
     failed: list[str] = []
     missing: list[str] = []
     if labels is not None:
-        auto, failed = _store_rows(LabelStore.open(labels), progress)
+        auto, failed = _store_rows(LabelStore.open(labels))
+        if progress:
+            progress(len(auto), len(auto))
         rows += auto
         held = {row["label_key"] for row in auto} | set(failed)
         missing = sorted(s.stem for s in list_samples(root, coarse_split) if s.stem not in held)

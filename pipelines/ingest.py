@@ -9,6 +9,7 @@ from pathlib import Path
 from autolabel.images import image_shape, read_label
 from autolabel.labels import to_train_ids
 from autolabel.layout import DatasetError, LabelSource, list_samples
+from autolabel.codecs import DEFAULT_CODEC
 from autolabel.store import LabelStore, Provenance
 
 
@@ -33,16 +34,19 @@ def import_labels(
     out: str,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    codec: str | None = None,
 ) -> IngestSummary:
-    """Store every `source` label map of `split` (as train ids); reruns skip images already stored."""
+    """Store every `source` label map of `split` (as train ids) with their class counts and centroids; reruns
+    skip images already stored. `codec` (autolabel.codecs) compresses a new store's maps (None: the default,
+    or the codec of the store being resumed)."""
     samples = [s for s in list_samples(Path(root), split, source, require_labels=False) if s.label is not None]
     if not samples:
         raise DatasetError(f"{root}: split {split!r} has no {source} label files")
     provenance = import_provenance(source)
     if overwrite:
-        store = LabelStore.create(out, provenance, overwrite=True)
+        store = LabelStore.create(out, provenance, codec or DEFAULT_CODEC, overwrite=True)
     else:
-        store = LabelStore.open_or_create(out, provenance)
+        store = LabelStore.open_or_create(out, provenance, codec)
     done = store.completed_ids()
     written, failed = 0, {}
     for i, sample in enumerate(samples):

@@ -30,6 +30,7 @@ import torch
 
 from autolabel.images import decode_image
 from autolabel.layout import DatasetError, Sample, list_samples
+from autolabel.codecs import DEFAULT_CODEC
 from autolabel.store import ImageNotStoredError, LabelStore, Provenance, ProvenanceMismatchError, StoreError
 from autolabel.threshold import rethreshold as rethreshold_labels
 from autolabel.threshold import threshold_probs
@@ -87,7 +88,7 @@ class LabelSummary:
     labelled_fraction: float = 0.0
     """Mean fraction of pixels above the threshold, over the stored images."""
     bytes_per_image: float = 0.0
-    """Mean compressed label bytes on disk per stored image (array metadata not counted)."""
+    """Bytes of the whole store on disk (maps, metadata, manifest) per stored image."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,20 +137,22 @@ class Labeler:
         self.device = torch.device(settings.device)
         self.model = load_model(checkpoint)[0].to(self.device).eval()
 
-    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Labels and quantised confidence (N, H, W) uint8 of same-size RGB images (N, H, W, 3) uint8."""
+    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Labels and confidence steps (N, H, W) uint8 and the mean max probability (N,) of same-size RGB
+        images (N, H, W, 3) uint8."""
         s = self.settings
         batch = normalize_batch(torch.from_numpy(images).to(self.device))  # (N, 3, H, W)
         probs = predict(self.model, batch, s.options.scales, s.options.pointrend, s.options.batch_size,
                         s.options.max_pixels)  # (N, K, H, W)
         labels, confidence = threshold_probs(probs, s.threshold, with_confidence=True)  # (N, H, W) x2
-        return labels.cpu().numpy(), confidence.cpu().numpy()
+        mean_confidence = probs.amax(dim=1).mean(dim=(1, 2))  # (N,)
+        return labels.cpu().numpy(), confidence.cpu().numpy(), mean_confidence.cpu().numpy()
 
     def store_image(self, image_id: str, source: str, labels: np.ndarray, confidence: np.ndarray,
-                    started_at: datetime) -> float:
-        """Write one image's labels whole; returns its labelled fraction."""
+                    mean_confidence: float, started_at: datetime) -> float:
+        """Write one image's labels whole, with its class counts and centroids; returns its labelled fraction."""
         record = self.store.write(
-            image_id, labels, source=source, mean_confidence=float(confidence.mean()) / 255.0,
+            image_id, labels, source=source, mean_confidence=mean_confidence,
             confidence=confidence if self.settings.keep_confidence else None, started_at=started_at,
         )
         return float(record.labelled_fraction)
@@ -161,7 +164,7 @@ class Labeler:
         for indices in group_by_shape(batch["image"], errors).values():
             started, tic = _utc_now(), time.perf_counter()
             try:
-                labels, confidence = self.infer(np.stack([batch["image"][i] for i in indices]))
+                labels, confidence, means = self.infer(np.stack([batch["image"][i] for i in indices]))
             except Exception as exc:  # a bad group fails its images, never the job
                 log.exception("inference failed for %s", [ids[i] for i in indices])
                 for i in indices:
@@ -171,7 +174,8 @@ class Labeler:
             for j, i in enumerate(indices):
                 tic = time.perf_counter()
                 try:
-                    fractions[i] = self.store_image(ids[i], sources[i], labels[j], confidence[j], started)
+                    fractions[i] = self.store_image(ids[i], sources[i], labels[j], confidence[j], float(means[j]),
+                                                    started)
                 except Exception as exc:  # e.g. storage errors: recorded, retried by a rerun
                     log.exception("storing %s failed", ids[i])
                     errors[i] = f"storing failed: {_describe(exc)}"
@@ -268,15 +272,16 @@ def run_labeling(
     return failed
 
 
-def open_store(out: str | Path, provenance: Provenance, overwrite: bool = False) -> LabelStore:
-    """The store at `out` for `provenance`: resumed when made with the same settings, else created; a store
-    made with other settings is refused, or with `overwrite` replaced by an empty one."""
+def open_store(out: str | Path, provenance: Provenance, overwrite: bool = False, codec: str | None = None) -> LabelStore:
+    """The store at `out` for `provenance`: resumed when made with the same settings (and `codec`, when given),
+    else created with `codec` (default: DEFAULT_CODEC); a store made with other settings is refused, or with
+    `overwrite` replaced by an empty one."""
     try:
-        return LabelStore.open_or_create(out, provenance)
+        return LabelStore.open_or_create(out, provenance, codec)
     except ProvenanceMismatchError:
         if not overwrite:
             raise
-    return LabelStore.create(out, provenance, overwrite=True)
+    return LabelStore.create(out, provenance, codec or DEFAULT_CODEC, overwrite=True)
 
 
 def summarize(store: LabelStore, total: int, done: int, skipped: int, failed: dict[str, str],
@@ -290,7 +295,7 @@ def summarize(store: LabelStore, total: int, done: int, skipped: int, failed: di
         store=store.url, total=total, done=done, skipped=skipped, failed=dict(sorted(failed.items())),
         seconds=seconds, images_per_s=done / seconds if seconds > 0 else 0.0,
         labelled_fraction=float(np.mean(fractions)) if stored else 0.0,
-        bytes_per_image=store.nbytes_on_disk("labels/", metadata=False) / stored if stored else 0.0,
+        bytes_per_image=store.nbytes_on_disk() / stored if stored else 0.0,
     )
 
 
@@ -311,6 +316,7 @@ def label(
     progress: Progress | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     labeler: type[Labeler] = Labeler,
+    codec: str | None = None,
 ) -> LabelSummary:
     """Label every image of `split` with the teacher `checkpoint` into the label store `out`.
 
@@ -320,15 +326,16 @@ def label(
     `overwrite`, which replaces it. Unreadable images are recorded as failed and named in the
     summary; the job goes on. Runs on Ray at `address` (or RAY_ADDRESS), else on a local Ray;
     `out` may be an fsspec URL and, like the images and checkpoint, must be reachable by every worker.
-    `keep_confidence` also stores the quantised max probability, for `rethreshold`. `labeler` may be
-    a subclass of Labeler that changes how a batch is labelled.
+    `keep_confidence` also stores the max probability in twentieths, for `rethreshold`. `labeler` may be
+    a subclass of Labeler that changes how a batch is labelled. `codec` (autolabel.codecs) compresses the
+    maps of a new store; None means the default, or the codec of the store being resumed.
     """
     root, checkpoint = Path(root).resolve(), Path(checkpoint).resolve()  # workers run in other directories
     samples = list_samples(root, split)
     load_checkpoint(checkpoint)  # a bad checkpoint fails here, naming the file, not in every actor
     options = PredictOptions(scales=tuple(scales), pointrend=pointrend, batch_size=batch_size, max_pixels=max_pixels)
     provenance = Provenance(file_sha256(checkpoint), options.scales, threshold, pointrend, keep_confidence)
-    store = open_store(out, provenance, overwrite)
+    store = open_store(out, provenance, overwrite, codec)
     stored = store.completed_ids()
     todo = [s for s in samples if s.stem not in stored]
     log.info("%s: %d of %d images of %s to label", store.url, len(todo), len(samples), split)
@@ -350,10 +357,12 @@ def rethreshold(
     out: str | Path,
     overwrite: bool = False,
     progress: Progress | None = None,
+    codec: str | None = None,
 ) -> LabelSummary:
     """A new store at `out` from a keep-confidence store, thresholded again at a higher `threshold`.
 
-    No teacher runs: a pixel stays labelled only where its stored confidence exceeds `threshold`.
+    No teacher runs: a pixel stays labelled only where its stored confidence exceeds `threshold` (exact at
+    multiples of 0.05, see autolabel.threshold). The new store uses `codec`, default the source's.
     A lower threshold than the store's is refused (the dropped pixels' classes are gone). The new
     store keeps the confidence maps, so it can be re-thresholded again; reruns resume it.
     """
@@ -365,7 +374,7 @@ def rethreshold(
     if threshold < old.threshold:
         raise RethresholdError(f"{source.url}: threshold {threshold} is below the store's {old.threshold}; "
                          "pixels under the store's threshold have no class left to restore")
-    target = open_store(out, replace(old, threshold=threshold), overwrite)
+    target = open_store(out, replace(old, threshold=threshold), overwrite, codec or source.codec.name)
     records = source.records()
     stored = target.completed_ids()
     todo = [r for r in records if r.image_id not in stored]
@@ -373,13 +382,14 @@ def rethreshold(
     for record in todo:
         if record.status == DONE:
             try:
-                confidence = source.read_confidence(record.image_id)
-                labels = rethreshold_labels(source.read(record.image_id), confidence, threshold)
+                labels, confidence = rethreshold_labels(
+                    source.read(record.image_id), source.read_confidence(record.image_id), threshold)
             except ImageNotStoredError as exc:  # removed from the source while we ran
                 failed[record.image_id] = str(exc)
                 target.write_failure(record.image_id, record.source, str(exc))
             else:
-                target.write(record.image_id, labels, source=record.source, confidence=confidence)
+                target.write(record.image_id, labels, source=record.source, confidence=confidence,
+                             mean_confidence=record.mean_confidence)
                 done += 1
         else:
             failed[record.image_id] = record.error or "failed in the source store"

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from autolabel.fused import FINE, LabelLoader, fused_dataset, read_manifest, rare_classes
+from autolabel.images import read_label
+from autolabel.labels import to_train_ids
 from autolabel.layout import list_samples
 from autolabel.store import LabelStore
 from autolabel.synth import SynthConfig, generate
@@ -52,11 +54,24 @@ def test_failed_auto_labels_are_left_out_and_listed(root, store, tmp_path):
 
 
 def test_images_of_the_coarse_split_missing_from_the_store_are_listed(root, store, tmp_path):
-    missing = list_samples(root, "train_extra")[-1].stem
-    store._delete(f"labels/{missing}")
-    summary = fuse(root, tmp_path / "f.parquet", labels=store.url)
-    assert summary.missing_auto == [missing]
-    assert summary.rows["auto_coarse"] == 2
+    *labelled, missing = list_samples(root, "train_extra", "gtCoarse")
+    partial = LabelStore.create(tmp_path / "partial.zarr", store.provenance)  # a labelling run not finished
+    for sample in labelled:
+        partial.write(sample.stem, store.read(sample.stem) if sample.stem in store.completed_ids()
+                      else to_train_ids(read_label(sample.label)), source=str(sample.image))
+    summary = fuse(root, tmp_path / "f.parquet", labels=partial.url)
+    assert summary.missing_auto == [missing.stem]
+    assert summary.rows["auto_coarse"] == 3
+
+
+def test_auto_rows_carry_the_class_counts_and_centroids_recorded_with_each_image(root, store, tmp_path, monkeypatch):
+    monkeypatch.setattr(LabelStore, "read", lambda *a: pytest.fail("fuse read a label map"))
+    fuse(root, tmp_path / "f.parquet", labels=store.url)
+    rows = [r for r in read_manifest(tmp_path / "f.parquet").to_pylist() if r["source"] == "auto_coarse"]
+    for row in rows:
+        record = store.record(row["label_key"])
+        assert row["class_pixels"] == list(record.class_pixels)
+        assert {c["cls"]: (c["y"], c["x"]) for c in row["centroids"]} == record.centroid_map
 
 
 def test_paths_are_absolute_when_given_relative(root, store, tmp_path, monkeypatch):

@@ -18,7 +18,7 @@ from autolabel.images import encode_png, read_image
 from autolabel.labels import IGNORE
 from autolabel.layout import list_samples
 from autolabel.store import LabelStore, ProvenanceMismatchError, Provenance, StoreError
-from autolabel.threshold import threshold_probs
+from autolabel.threshold import CONFIDENCE_LEVELS, threshold_probs
 from autolabel.transforms import normalize_batch
 from models.predict import predict
 from models.teacher import load_model
@@ -209,12 +209,13 @@ def test_a_dead_actor_is_replaced_and_the_job_completes(ray_address, dataset_roo
 def test_rethreshold_keeps_only_pixels_above_the_new_threshold(labelled_store, tmp_path):
     source = LabelStore.open(labelled_store)
     confidences = {i: source.read_confidence(i) for i in EXTRA_STEMS}
-    threshold = float(np.median(np.concatenate([c.ravel() for c in confidences.values()]))) / 255.0
+    step = int(np.median(np.concatenate([c.ravel() for c in confidences.values()])))
+    threshold = step / CONFIDENCE_LEVELS
     summary = rethreshold(labelled_store, threshold, str(tmp_path / "high.zarr"))
     target = LabelStore.open(tmp_path / "high.zarr")
     assert summary.done == len(EXTRA_STEMS) and target.provenance.threshold == threshold
     for image_id, confidence in confidences.items():
-        expected = np.where(confidence / 255.0 > threshold, source.read(image_id), IGNORE)
+        expected = np.where(confidence >= step, source.read(image_id), IGNORE)
         np.testing.assert_array_equal(target.read(image_id), expected, err_msg=image_id)
     assert 0.0 < summary.labelled_fraction < 1.0
 

@@ -32,9 +32,8 @@ def store(tmp_path: Path) -> LabelStore:
     return store
 
 
-def _shard_bytes(store: LabelStore) -> int:
-    files = (Path(store.url) / "labels").rglob("*")
-    return sum(p.stat().st_size for p in files if p.is_file() and p.name != "zarr.json")
+def _all_bytes(store: LabelStore) -> int:
+    return sum(p.stat().st_size for p in Path(store.url).rglob("*") if p.is_file())
 
 
 def test_report_counts_images_pixels_and_classes(store):
@@ -47,25 +46,35 @@ def test_report_counts_images_pixels_and_classes(store):
     assert report["labelled_fraction"] == pytest.approx((H * W + 16 * 32) / (2 * H * W))
 
 
-def test_report_sizes_are_the_shard_bytes_on_disk(store):
+def test_headline_sizes_count_every_file_of_the_store(store):
+    store.write_manifest()
     report = storage_report(store)
-    stored = _shard_bytes(store)
-    assert report["label_bytes"] == stored
-    assert report["bytes_per_image"] == stored / 2
-    assert report["bits_per_pixel"] == pytest.approx(8 * stored / (2 * H * W))
-    everything = sum(p.stat().st_size for p in Path(store.url).rglob("*") if p.is_file())
-    assert report["bytes_on_disk"] == everything > stored
+    everything = _all_bytes(store)
+    assert report["bytes_on_disk"] == everything
+    assert report["bytes_per_image"] == everything / 2
+    assert report["bits_per_pixel"] == pytest.approx(8 * everything / (2 * H * W))
+    maps = sum(p.stat().st_size for p in (Path(store.url) / "labels").rglob("*") if p.name != "zarr.json" and p.is_file())
+    assert report["label_bytes"] == maps
+    assert report["metadata_bytes"] == everything - maps
 
 
-def test_savings_ratios_compare_the_same_maps(store):
+def test_savings_ratios_compare_the_same_maps_with_what_is_on_disk(store):
     report = storage_report(store)
-    stored = _shard_bytes(store)
+    everything = _all_bytes(store)
     pixels = 2 * H * W
-    assert report["vs_uint8"] == pytest.approx(pixels / stored)
-    assert report["vs_soft_fp16"] == pytest.approx(pixels * NUM_CLASSES * 2 / stored)
-    assert report["vs_soft_fp32"] == pytest.approx(pixels * NUM_CLASSES * 4 / stored)
+    assert report["vs_uint8"] == pytest.approx(pixels / everything)
+    assert report["vs_soft_fp16"] == pytest.approx(pixels * NUM_CLASSES * 2 / everything)
+    assert report["vs_soft_fp32"] == pytest.approx(pixels * NUM_CLASSES * 4 / everything)
     png = sum(len(encode_png(m)) for m in _maps())
-    assert report["vs_png"] == pytest.approx(png / stored)
+    assert report["vs_png"] == pytest.approx(png / everything)
+
+
+def test_report_names_the_codec_and_what_reads_it(tmp_path):
+    store = LabelStore.create(tmp_path / "zstd.zarr", PROVENANCE, codec="zstd")
+    store.write("ulm_000000_000001", _maps()[0], source="0.png")
+    report = storage_report(store)
+    assert (report["codec"], report["codec_level"]) == ("zstd", 19)
+    assert "tensorstore" in report["reader"]
 
 
 def test_extrapolation_scales_the_measured_bits_per_pixel(store):
@@ -73,7 +82,7 @@ def test_extrapolation_scales_the_measured_bits_per_pixel(store):
     pixels = 19_998 * 1024 * 2048
     assert big["uint8_bytes"] == pixels
     assert big["soft_fp32_bytes"] == pixels * NUM_CLASSES * 4
-    assert big["label_bytes"] == pytest.approx(pixels * _shard_bytes(store) / (2 * H * W))
+    assert big["store_bytes"] == pytest.approx(pixels * _all_bytes(store) / (2 * H * W))
 
 
 def test_png_sample_limits_the_images_reencoded(store):
@@ -91,7 +100,7 @@ def test_table_shows_the_headline_numbers(store):
     console = Console(record=True, width=120)
     console.print(storage_table(storage_report(store)))
     text = console.export_text()
-    assert "bits per pixel" in text and "vs soft fp32" in text and "class car" in text
+    assert "bits per pixel" in text and "vs soft fp32" in text and "class car" in text and "webp" in text
     assert "19,998 x 2048x1024" in text
 
 
