@@ -349,6 +349,63 @@ def _evaluate(root, checkpoint, split, scales, pointrend, device, save_predictio
     out.print(f"pixel accuracy {result['pixel_accuracy']:.1%} over {result['images']} images")
 
 
+# --------------------------------------------------------------------------- calibrate
+def _check_target_accuracy(value: float) -> float:
+    if not 0.0 < value <= 1.0:
+        raise typer.BadParameter(f"must be in (0, 1], got {value}")
+    return value
+
+
+@command
+def calibrate(
+    root: Annotated[Path, typer.Argument(help="Cityscapes-format dataset root with a fine-labelled split.")],
+    checkpoint: Annotated[Path, typer.Option(help="Teacher checkpoint (model.pt of a training run).")],
+    split: Annotated[str, typer.Option(help="Fine-labelled split to measure on (never the split you label).")] = "val",
+    scales: Annotated[str, typer.Option(help="Inference scales, as `label` will use them.")] = "0.5,1.0,2.0",
+    pointrend: Annotated[bool, typer.Option(help="Refine with PointRend subdivision, as `label` will.")] = True,
+    target_accuracy: Annotated[float, typer.Option(
+        callback=_check_target_accuracy,
+        help="Recommend the lowest threshold whose kept pixels are at least this accurate.")] = 0.95,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    max_pixels: Annotated[Optional[int], typer.Option(help=MAX_PIXELS_HELP, show_default=False)] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON (fractions 0..1).")] = False,
+) -> None:
+    """Pick a labelling threshold from evidence: coverage and accuracy of the kept pixels at each threshold.
+
+    Runs the teacher over a split with fine labels, with the scales and PointRend setting that `label` will use,
+    and reports for each threshold from 0.50 to 0.95 the share of truly labelled pixels it keeps (coverage) and
+    the share of those that are right (accuracy). A higher threshold keeps fewer pixels, more of them right. The
+    recommended threshold is the lowest one (in steps of 0.01) that reaches --target-accuracy; pass it to
+    `label --threshold`.
+    """
+    from pipelines.calibrate import calibrate as run_calibration
+
+    parsed_scales = _parse_scales(scales)
+    with progress_bar() as bar:
+        task = bar.add_task(f"calibrate on {split}", total=None)
+        result = run_calibration(root, checkpoint, split, parsed_scales, pointrend, target_accuracy, device,
+                                 _max_pixels(max_pixels),
+                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
+    if json_:
+        print_json(result.to_dict())
+        return
+    table = Table(title=f"{checkpoint} on {split}: {result.images} images, {result.evaluable_pixels:,} labelled "
+                        f"pixels (scales {','.join(map(str, result.scales))}, "
+                        f"PointRend {'on' if result.pointrend else 'off'})")
+    for col in ("threshold", "coverage", "accuracy"):
+        table.add_column(col, justify="right")
+    for point in result.points:
+        table.add_row(f"{point.threshold:.2f}", f"{point.coverage:.1%}", f"{point.accuracy:.1%}")
+    out.print(table)
+    best = result.recommended
+    if best is None:
+        out.print(f"no threshold up to 0.99 reaches {result.target_accuracy:.1%} accuracy; train the teacher "
+                  "longer or lower --target-accuracy")
+    else:
+        out.print(f"recommended: --threshold {best.threshold:.2f} keeps {best.coverage:.1%} of the labelled pixels "
+                  f"at {best.accuracy:.1%} accuracy (target {result.target_accuracy:.1%})")
+
+
 # --------------------------------------------------------------------------- label
 def _check_threshold(threshold: float) -> float:
     if not 0.0 <= threshold < 1.0:

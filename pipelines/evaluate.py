@@ -19,14 +19,21 @@ from models.teacher import Teacher, load_model
 PREDICTION_SUFFIX = "_pred_labelIds.png"
 
 
+def predict_probabilities(
+    model: Teacher, image: np.ndarray, scales: Sequence[float], pointrend: bool, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> torch.Tensor:
+    """Class probabilities (K, H, W) float32, on the model's device, of one RGB image (H, W, 3) uint8."""
+    device = next(model.parameters()).device
+    batch = normalize_batch(torch.from_numpy(image).unsqueeze(0).to(device))  # (1, 3, H, W)
+    return predict(model, batch, scales=scales, pointrend=pointrend, max_pixels=max_pixels)[0]  # (K, H, W)
+
+
 def predict_labels(
     model: Teacher, image: np.ndarray, scales: Sequence[float], pointrend: bool, max_pixels: int = DEFAULT_MAX_PIXELS
 ) -> np.ndarray:
     """Argmax train ids (H, W) uint8 of one RGB image (H, W, 3) uint8."""
-    device = next(model.parameters()).device
-    batch = normalize_batch(torch.from_numpy(image).unsqueeze(0).to(device))  # (1, 3, H, W)
-    probs = predict(model, batch, scales=scales, pointrend=pointrend, max_pixels=max_pixels)  # (1, K, H, W)
-    return probs.argmax(1)[0].to(torch.uint8).cpu().numpy()
+    probs = predict_probabilities(model, image, scales, pointrend, max_pixels)  # (K, H, W)
+    return probs.argmax(0).to(torch.uint8).cpu().numpy()
 
 
 def prediction_path(out_dir: Path, city: str, stem: str) -> Path:

@@ -179,3 +179,16 @@ def test_evaluate_max_pixels_below_one_window_is_bad_usage_exit_2(synth_root, tm
     result = invoke("evaluate", synth_root, "--checkpoint", tmp_path / "model.pt", "--max-pixels", 16)
     assert result.exit_code == 2
     assert "at least 4096" in result.output
+
+
+def test_calibrate_json_reports_each_threshold_for_the_target(synth_root, teacher_checkpoint):
+    result = invoke("calibrate", synth_root, "--checkpoint", teacher_checkpoint, "--scales", "1.0",
+                    "--target-accuracy", "0.9", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert len(report["thresholds"]) == 10 and report["split"] == "val"
+    assert report["target_accuracy"] == 0.9 and "recommended" in report
+
+
+def test_calibrate_target_accuracy_above_one_is_bad_usage_exit_2(synth_root, teacher_checkpoint):
+    assert invoke("calibrate", synth_root, "--checkpoint", teacher_checkpoint, "--target-accuracy", "1.5").exit_code == 2

@@ -1,0 +1,89 @@
+"""Choose a labelling threshold from evidence: coverage and accuracy of the kept pixels on a labelled split.
+
+The teacher runs on a split with fine labels exactly as `label` runs it (same scales, PointRend), and
+every threshold from 0.50 to 0.99 is scored against the true labels (`autolabel.calibration`); the
+threshold recommended for a target accuracy is the lowest one whose kept pixels reach it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from autolabel.calibration import Calibration, ThresholdPoint
+from autolabel.images import read_image, read_label
+from autolabel.labels import to_train_ids
+from autolabel.layout import DatasetError, list_samples
+from models.predict import DEFAULT_MAX_PIXELS
+from models.teacher import Teacher, load_model
+from pipelines.evaluate import predict_probabilities
+
+DEFAULT_TARGET_ACCURACY = 0.95
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    split: str
+    images: int
+    evaluable_pixels: int
+    scales: tuple[float, ...]
+    pointrend: bool
+    points: tuple[ThresholdPoint, ...]
+    """Coverage and accuracy at 0.50, 0.55, ..., 0.95."""
+    target_accuracy: float
+    recommended: ThresholdPoint | None
+    """The lowest threshold (0.01 steps) reaching the target accuracy; None when none does."""
+
+    def to_dict(self) -> dict:
+        return {
+            "split": self.split,
+            "images": self.images,
+            "evaluable_pixels": self.evaluable_pixels,
+            "scales": list(self.scales),
+            "pointrend": self.pointrend,
+            "thresholds": [p.to_dict() for p in self.points],
+            "target_accuracy": self.target_accuracy,
+            "recommended": None if self.recommended is None else self.recommended.to_dict(),
+        }
+
+
+def calibrate(
+    root: Path,
+    checkpoint: Path,
+    split: str = "val",
+    scales: Sequence[float] = (0.5, 1.0, 2.0),
+    pointrend: bool = True,
+    target_accuracy: float = DEFAULT_TARGET_ACCURACY,
+    device: str = "cpu",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    progress: Callable[[int, int], None] | None = None,
+    model: Teacher | None = None,
+) -> CalibrationResult:
+    """Coverage and accuracy of the teacher's thresholded labels on `split`'s gtFine labels, per threshold."""
+    if not 0.0 < target_accuracy <= 1.0:
+        raise DatasetError(f"--target-accuracy must be in (0, 1], got {target_accuracy}")
+    if model is None:
+        model, _ = load_model(checkpoint)
+    model = model.to(device).eval()
+    samples = list_samples(Path(root), split, "gtFine")
+    calibration = Calibration()
+    for i, sample in enumerate(samples):
+        image = read_image(sample.image)
+        truth = to_train_ids(read_label(sample.label, shape=image.shape[:2]))
+        max_prob, pred = predict_probabilities(model, image, scales, pointrend, max_pixels).max(0)  # (H, W) x2
+        calibration.update(max_prob.cpu().numpy(), pred.cpu().numpy(), truth)
+        if progress:
+            progress(i + 1, len(samples))
+    if not calibration.evaluable:
+        raise DatasetError(f"{root}: split {split!r} has no labelled pixels to calibrate on")
+    return CalibrationResult(
+        split=split,
+        images=calibration.images,
+        evaluable_pixels=calibration.evaluable,
+        scales=tuple(float(s) for s in scales),
+        pointrend=pointrend,
+        points=tuple(calibration.curve()),
+        target_accuracy=target_accuracy,
+        recommended=calibration.threshold_for(target_accuracy),
+    )
