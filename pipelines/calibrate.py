@@ -12,12 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autolabel.calibration import Calibration, ThresholdPoint
-from autolabel.images import read_image, read_label
-from autolabel.labels import to_train_ids
-from autolabel.layout import DatasetError, list_samples
+from autolabel.layout import DatasetError
 from models.predict import DEFAULT_MAX_PIXELS
 from models.teacher import Teacher, load_model
-from pipelines.evaluate import predict_probabilities
+from pipelines.evaluate import labelled_images, predict_probabilities
 
 DEFAULT_TARGET_ACCURACY = 0.95
 
@@ -66,15 +64,10 @@ def calibrate(
     if model is None:
         model, _ = load_model(checkpoint)
     model = model.to(device).eval()
-    samples = list_samples(Path(root), split, "gtFine")
     calibration = Calibration()
-    for i, sample in enumerate(samples):
-        image = read_image(sample.image)
-        truth = to_train_ids(read_label(sample.label, shape=image.shape[:2]))
+    for _, image, truth in labelled_images(root, split, progress):
         max_prob, pred = predict_probabilities(model, image, scales, pointrend, max_pixels).max(0)  # (H, W) x2
         calibration.update(max_prob.cpu().numpy(), pred.cpu().numpy(), truth)
-        if progress:
-            progress(i + 1, len(samples))
     if not calibration.evaluable:
         raise DatasetError(f"{root}: split {split!r} has no labelled pixels to calibrate on")
     return CalibrationResult(

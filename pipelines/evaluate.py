@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +10,7 @@ import torch
 
 from autolabel.images import read_image, read_label, write_png
 from autolabel.labels import to_label_ids, to_train_ids
-from autolabel.layout import list_samples
+from autolabel.layout import Sample, list_samples
 from autolabel.metrics import SegmentationMetrics
 from autolabel.transforms import normalize_batch
 from models.predict import DEFAULT_MAX_PIXELS, predict
@@ -41,6 +41,19 @@ def prediction_path(out_dir: Path, city: str, stem: str) -> Path:
     return Path(out_dir) / city / f"{stem}{PREDICTION_SUFFIX}"
 
 
+def labelled_images(
+    root: Path, split: str, progress: Callable[[int, int], None] | None = None
+) -> Iterator[tuple[Sample, np.ndarray, np.ndarray]]:
+    """(sample, RGB image (H, W, 3) uint8, gtFine train ids (H, W) uint8) of every image of a split, in order;
+    `progress(done, total)` hears each one once the caller is done with it."""
+    samples = list_samples(Path(root), split, "gtFine")
+    for i, sample in enumerate(samples):
+        image = read_image(sample.image)
+        yield sample, image, to_train_ids(read_label(sample.label, shape=image.shape[:2]))
+        if progress:
+            progress(i + 1, len(samples))
+
+
 def evaluate(
     root: Path,
     checkpoint: Path,
@@ -60,17 +73,14 @@ def evaluate(
     if model is None:
         model, _ = load_model(checkpoint)
     model = model.to(device).eval()
-    samples = list_samples(Path(root), split, "gtFine")
     metrics = SegmentationMetrics()
-    for i, sample in enumerate(samples):
-        image = read_image(sample.image)
-        gt = to_train_ids(read_label(sample.label, shape=image.shape[:2]))
+    images = 0
+    for sample, image, gt in labelled_images(root, split, progress):
+        images += 1
         pred = predict_labels(model, image, scales, pointrend, max_pixels)
         metrics.update(gt, pred)
         if save_predictions is not None:
             write_png(prediction_path(save_predictions, sample.city, sample.stem), to_label_ids(pred))
-        if progress:
-            progress(i + 1, len(samples))
     result = dict(metrics.result())
-    result.update(images=len(samples), split=split, scales=list(scales), pointrend=pointrend)
+    result.update(images=images, split=split, scales=list(scales), pointrend=pointrend)
     return result
