@@ -48,9 +48,8 @@ def storage_report(store: LabelStore, png_sample: int = DEFAULT_PNG_SAMPLE) -> d
     heights, widths = done["height"].to_numpy(), done["width"].to_numpy()
     pixels = int(np.sum(heights.astype(np.int64) * widths))
     counts = np.asarray(pc.list_flatten(done["class_pixels"]).to_numpy()).reshape(images, NUM_CLASSES).sum(0)
-    on_disk = store.nbytes_on_disk()
-    label_bytes = store.nbytes_on_disk(f"{LABELS}/", metadata=False)
-    confidence_bytes = store.nbytes_on_disk(f"{CONFIDENCE}/", metadata=False)
+    usage = store.disk_usage()
+    on_disk, label_bytes, confidence_bytes = sum(usage.values()), usage[LABELS], usage[CONFIDENCE]
     bits_per_pixel = 8 * on_disk / pixels
     sample = _evenly_spaced(done["image_id"].to_pylist(), max(1, png_sample))
     png_per_image = sum(len(encode_png(store.read(image_id))) for image_id in sample) / len(sample)
@@ -69,7 +68,7 @@ def storage_report(store: LabelStore, png_sample: int = DEFAULT_PNG_SAMPLE) -> d
         "bits_per_pixel": bits_per_pixel,
         "label_bytes": label_bytes,
         "confidence_bytes": confidence_bytes,
-        "metadata_bytes": on_disk - label_bytes - confidence_bytes,
+        "metadata_bytes": usage["metadata"],
         "labelled_fraction": float(counts.sum()) / pixels,
         "class_pixels": dict(zip(CLASS_NAMES, (int(c) for c in counts))),
         "png_sample_images": len(sample),

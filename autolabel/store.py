@@ -3,7 +3,8 @@
     {url}/zarr.json                         root group; attributes["autolabel"]: format, provenance, codec
     {url}/labels/{city}/{H}x{W}             uint8 array (SEQUENCES, FRAMES, H, W) of train ids (0..18,
                                             255 = ignore); image {city}_{seq}_{frame} is the single
-                                            chunk [seq, frame], its map compressed whole
+                                            chunk [seq, frame] (file c.{seq}.{frame}.0.0), its map
+                                            compressed whole
     {url}/confidence/{city}/{H}x{W}         the same for the quantised confidence (keep_confidence stores)
     {url}/records/{image_id}.json           the record of an image written since the last manifest
     {url}/manifest.parquet                  one row per image: the index every reader starts from
@@ -219,6 +220,11 @@ def array_path(group: str, city: str, height: int, width: int) -> str:
     return f"{group}/{city}/{height}x{width}"
 
 
+def chunk_key(seq: int, frame: int) -> str:
+    """The key of image [seq, frame]'s chunk in its array: one flat file per image."""
+    return f"c.{seq}.{frame}.0.0"
+
+
 def _zarr_store(url: str, read_only: bool, storage_options: dict[str, Any] | None) -> Store:
     if "://" not in url:
         return LocalStore(url, read_only=read_only)
@@ -246,6 +252,30 @@ def _empty_index() -> pa.Table:
     return MANIFEST_SCHEMA.empty_table()
 
 
+class _Index:
+    """An index table looked up by image id; a record is built when first asked for."""
+
+    def __init__(self, table: pa.Table) -> None:
+        self.table = table
+        self._rows = {image_id: i for i, image_id in enumerate(table["image_id"].to_pylist())}
+        self._records: dict[str, ImageRecord] = {}
+
+    def get(self, image_id: str) -> ImageRecord | None:
+        if image_id not in self._records and image_id in self._rows:
+            row = self.table.slice(self._rows[image_id], 1).to_pylist()[0]
+            self._records[image_id] = ImageRecord.from_dict(row)
+        return self._records.get(image_id)
+
+    def put(self, record: ImageRecord) -> None:
+        self._records[record.image_id] = record
+
+    def ids(self, status: str) -> set[str]:
+        return set(self.table.filter(pc.equal(self.table["status"], status))["image_id"].to_pylist())
+
+    def records(self) -> list[ImageRecord]:
+        return [ImageRecord.from_dict(row) for row in self.table.to_pylist()]
+
+
 class LabelStore:
     """A zarr v3 store of uint8 label maps, one chunk per image. Make one with `create` or `open`."""
 
@@ -259,7 +289,7 @@ class LabelStore:
         self._zstore = zstore
         self._storage_options = storage_options
         self._arrays: dict[str, zarr.Array] = {}
-        self._index: dict[str, ImageRecord] | None = None
+        self._index: _Index | None = None
 
     # -- opening --------------------------------------------------------------------------
 
@@ -398,7 +428,7 @@ class LabelStore:
         pending = self._pending_keys()
         table = self.index()
         sink = io.BytesIO()
-        pq.write_table(table, sink, compression="zstd")
+        pq.write_table(table, sink, compression="zstd", write_statistics=False)
         sync(self._zstore.set(MANIFEST, default_buffer_prototype().buffer.from_bytes(sink.getvalue())))
         sync(_delete_all(self._zstore, pending))
         log.info("%s: manifest of %d images written", self.url, table.num_rows)
@@ -429,9 +459,9 @@ class LabelStore:
     def record(self, image_id: str) -> ImageRecord:
         """The record of a complete image."""
         validate_stem(image_id)
-        record = self._records(refresh=False).get(image_id)
+        record = self._lookup(refresh=False).get(image_id)
         if record is None or record.status != "done":
-            record = self._records(refresh=True).get(image_id)
+            record = self._lookup(refresh=True).get(image_id)
         if record is None:
             raise ImageNotStoredError(f"{self.url}: image {image_id!r} is not stored")
         if record.status != "done":
@@ -440,16 +470,15 @@ class LabelStore:
 
     def completed_ids(self) -> set[str]:
         """Ids of images whose labels are completely written."""
-        return {k for k, r in self._records(refresh=True).items() if r.status == "done"}
+        return self._lookup(refresh=True).ids("done")
 
     def failed_ids(self) -> set[str]:
         """Ids of images recorded as failed (and not completed since)."""
-        return {k for k, r in self._records(refresh=True).items() if r.status == "failed"}
+        return self._lookup(refresh=True).ids("failed")
 
     def records(self) -> list[ImageRecord]:
         """One record per image, done or failed, sorted by image id."""
-        records = self._records(refresh=True)
-        return [records[k] for k in sorted(records)]
+        return self._lookup(refresh=True).records()
 
     def index(self) -> pa.Table:
         """The manifest with the records written since it folded in: one row per image, sorted by image id."""
@@ -473,6 +502,16 @@ class LabelStore:
         """Bytes stored under `prefix` (e.g. "labels/"); `metadata=False` leaves out zarr.json documents."""
         sizes = _file_sizes(self._zstore, prefix)
         return sum(n for k, n in sizes.items() if metadata or not k.endswith(METADATA_KEY))
+
+    def disk_usage(self) -> dict[str, int]:
+        """Bytes on disk of the label maps, the confidence maps and the rest (metadata documents, records,
+        manifest), from one listing of the store."""
+        usage = {LABELS: 0, CONFIDENCE: 0, "metadata": 0}
+        for key, size in _file_sizes(self._zstore, "").items():
+            group = key.split("/", 1)[0]
+            is_map = group in (LABELS, CONFIDENCE) and not key.endswith(METADATA_KEY)
+            usage[group if is_map else "metadata"] += size
+        return usage
 
     # -- internals ------------------------------------------------------------------------
 
@@ -514,9 +553,10 @@ class LabelStore:
             try:
                 array = zarr.create_array(
                     self._zstore, name=path, shape=(SEQUENCES, FRAMES, height, width),
-                    chunks=(1, 1, height, width), dtype="uint8", serializer=codecs[0],
+                    chunks=(1, 1, height, width), chunk_key_encoding={"name": "default", "separator": "."},
+                    dtype="uint8", serializer=codecs[0],
                     compressors=codecs[1:] or None, fill_value=IGNORE if group == LABELS else 0,
-                    zarr_format=3, write_data=True,
+                    zarr_format=3,
                 )
             except ContainsArrayError:  # another writer made it first
                 array = zarr.open_array(self._zstore, path=path, mode="r+")
@@ -535,9 +575,9 @@ class LabelStore:
             raise StoreError(f"{self.url}: the index holds {image_id} but its {group} array is missing") from exc
         return record, array[seq, frame]
 
-    def _records(self, refresh: bool) -> dict[str, ImageRecord]:
+    def _lookup(self, refresh: bool) -> _Index:
         if self._index is None or refresh:
-            self._index = {r["image_id"]: ImageRecord.from_dict(r) for r in self.index().to_pylist()}
+            self._index = _Index(self.index())
         return self._index
 
     def _write_record(self, record: ImageRecord) -> None:
@@ -545,7 +585,7 @@ class LabelStore:
         key = f"{RECORDS}/{record.image_id}.json"
         sync(self._zstore.set(key, default_buffer_prototype().buffer.from_bytes(data)))
         if self._index is not None:
-            self._index[record.image_id] = record
+            self._index.put(record)
 
     def _pending_keys(self) -> list[str]:
         async def keys() -> list[str]:
@@ -573,7 +613,7 @@ class LabelStore:
         for group in (LABELS, CONFIDENCE):
             names = [name async for name in self._zstore.list_dir(f"{group}/{city}")]
             for size in (n for n in names if n != METADATA_KEY):
-                await self._zstore.delete(f"{group}/{city}/{size}/c/{seq}/{frame}/0/0")
+                await self._zstore.delete(f"{group}/{city}/{size}/{chunk_key(seq, frame)}")
 
 
 async def _delete_all(zstore: Store, keys: list[str]) -> None:

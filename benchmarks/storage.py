@@ -1,10 +1,17 @@
-"""Label store vs PNG files for the same thresholded label maps: bytes, write/read speed per zstd level.
+"""Label store vs PNG files for the same label maps: on-disk bytes, write and read speed, per codec.
 
-    python -m benchmarks.storage --images 16 --height 1024 --width 2048 --levels 1 3 9 19 --json
+    taskset -c 1 python -m benchmarks.storage --checkpoint RUN/model.pt --json
 
-Maps are street-scene-like: sky, buildings, vegetation, road, sidewalk, cars, people, poles and
-signs as piecewise-constant regions, with 255 (ignore) bands along class boundaries and a few
-uncertain blobs, as hard thresholding leaves them.
+Four kinds of maps, at each size: `drawn` street-scene-like maps with the ignore bands and blobs a
+threshold leaves; `gtFine` and `gtCoarse`, synthetic scenes whose polygon annotations are rasterised by
+cityscapesscripts' json2labelImg as the real Cityscapes labels are; `teacher`, the teacher checkpoint's
+predictions on the synthetic images thresholded at 0.5 (skipped without --checkpoint). Each kind goes
+through LabelStore.write (class counts and centroids included) into a fresh store per codec, then the
+manifest. Bytes count every file of the store per image; PNG is OpenCV level 9 of the same maps.
+Reads open the store anew: whole maps, then random crops of half the height and width (512x1024 of
+1024x2048). Run it on one core (taskset) for the per-core speeds.
+
+`--index-images N` also times `inspect` (storage_report) and `fuse` on a store of N small maps.
 """
 
 from __future__ import annotations
@@ -17,31 +24,38 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
+import imagecodecs
 import numpy as np
-import numcodecs
 import zarr
 from rich.console import Console
 from rich.table import Table
 
-from autolabel.images import read_label, write_png
-from autolabel.labels import IGNORE, TRAIN_ID_BY_NAME
+from autolabel.codecs import CODECS
+from autolabel.images import encode_png
+from autolabel.labels import IGNORE, TRAIN_ID_BY_NAME, to_train_ids
+from autolabel.storage_report import storage_report
 from autolabel.store import LabelStore, Provenance
+from autolabel.synth import SynthConfig, render_sample
 from benchmarks.machine import machine
 
 PROVENANCE = Provenance(checkpoint_sha256="0" * 64, scales=(1.0,), threshold=0.5, pointrend=False)
-DEFAULT_LEVELS = (1, 3, 5, 9, 15, 19, 22)
+KINDS = ("drawn", "gtFine", "gtCoarse", "teacher")
+DEFAULT_SIZES = ("512x1024", "1024x2048")
 
 
 @dataclass(frozen=True)
 class Result:
-    format: str
+    kind: str
+    size: str
+    codec: str
     level: int
-    bytes: int
+    images: int
     bytes_per_image: float
-    bits_per_pixel: float
-    write_images_per_s: float
-    read_images_per_s: float
-    window_reads_per_s: float
+    """Every file of the store (PNG: the files) per image."""
+    vs_png: float
+    write_maps_per_s: float
+    read_maps_per_s: float
+    crop_reads_per_s: float
 
 
 def _fill_polygon(labels: np.ndarray, points: np.ndarray, class_name: str) -> None:
@@ -112,103 +126,162 @@ def _rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("inf")
 
 
-def _windows(rng: np.random.Generator, shape: tuple[int, int], count: int) -> list[tuple[int, int, int, int]]:
+def _crops(rng: np.random.Generator, shape: tuple[int, int], count: int) -> list[tuple[int, int, int, int]]:
     """Random half-height, half-width crops (y0, y1, x0, x1), like training crops."""
     h, w = shape[0] // 2, shape[1] // 2
     ys, xs = rng.integers(0, shape[0] - h + 1, count), rng.integers(0, shape[1] - w + 1, count)
     return [(int(y), int(y) + h, int(x), int(x) + w) for y, x in zip(ys, xs)]
 
 
-def bench_store(workdir: Path, maps: dict[str, np.ndarray], level: int, chunk: int) -> Result:
-    url = str(workdir / f"labels-{level}.zarr")
-    store = LabelStore.create(url, PROVENANCE, level=level, chunk=chunk)
+def synthetic_maps(count: int, height: int, width: int, checkpoint: Path | None) -> dict[str, list[np.ndarray]]:
+    """The gtFine, gtCoarse and (with a checkpoint) teacher maps of `count` synthetic scenes, as train ids."""
+    config = SynthConfig(train_extra=count, height=height, width=width)
+    samples = [render_sample(config, "train_extra", i) for i in range(count)]
+    maps = {"gtFine": [to_train_ids(s.fine_ids) for s in samples],
+            "gtCoarse": [to_train_ids(s.coarse_ids) for s in samples]}
+    if checkpoint is not None:
+        import torch
+
+        from autolabel.threshold import threshold_probs
+        from autolabel.transforms import normalize_batch
+        from models.predict import predict
+        from models.teacher import load_model
+
+        model = load_model(checkpoint)[0].eval()
+        maps["teacher"] = []
+        for sample in samples:
+            probs = predict(model, normalize_batch(torch.from_numpy(sample.image)[None]), scales=(1.0,),
+                            pointrend=True)  # (1, K, H, W)
+            maps["teacher"].append(threshold_probs(probs, PROVENANCE.threshold)[0].numpy())
+    return maps
+
+
+def _ids(count: int) -> list[str]:
+    return [f"bench_000000_{i:06d}" for i in range(count)]
+
+
+def bench_store(workdir: Path, kind: str, size: str, maps: list[np.ndarray], codec: str) -> Result:
+    url = str(workdir / f"{kind}-{size}-{codec}.zarr")
+    ids = _ids(len(maps))
+    store = LabelStore.create(url, PROVENANCE, codec=codec)
     start = time.perf_counter()
-    for image_id, labels in maps.items():
+    for image_id, labels in zip(ids, maps):
         store.write(image_id, labels, source=image_id)
+    store.write_manifest()
     write_s = time.perf_counter() - start
     reader = LabelStore.open(url)
+    reader.completed_ids()  # the index, read once as any reader does
     start = time.perf_counter()
-    for image_id, labels in maps.items():
-        if not np.array_equal(reader.read(image_id), labels):
-            raise RuntimeError(f"{url}: {image_id} does not read back as written")
+    read = [reader.read(image_id) for image_id in ids]
     read_s = time.perf_counter() - start
-    windows = _windows(np.random.default_rng(level), next(iter(maps.values())).shape, len(maps))
+    crops = _crops(np.random.default_rng(0), maps[0].shape, len(maps))
     start = time.perf_counter()
-    for image_id, window in zip(maps, windows):
-        reader.read_window(image_id, *window)
-    window_s = time.perf_counter() - start
-    size = reader.nbytes_on_disk("labels/", metadata=False)
-    return _result("zarr+zstd", level, size, maps, write_s, read_s, window_s)
+    for image_id, crop in zip(ids, crops):
+        reader.read_window(image_id, *crop)
+    crop_s = time.perf_counter() - start
+    for image_id, labels, back in zip(ids, maps, read):
+        if not np.array_equal(back, labels):
+            raise RuntimeError(f"{url}: {image_id} does not read back as written")
+    png = sum(len(encode_png(m)) for m in maps)
+    on_disk = reader.nbytes_on_disk()
+    return Result(kind, size, codec, reader.codec_level, len(maps), on_disk / len(maps), png / on_disk,
+                  _rate(len(maps), write_s), _rate(len(maps), read_s), _rate(len(maps), crop_s))
 
 
-def bench_png(workdir: Path, maps: dict[str, np.ndarray]) -> Result:
-    folder = workdir / "png"
-    paths = {image_id: folder / f"{image_id}.png" for image_id in maps}
+def bench_png(kind: str, size: str, maps: list[np.ndarray]) -> Result:
     start = time.perf_counter()
-    for image_id, labels in maps.items():
-        write_png(paths[image_id], labels)
+    encoded = [encode_png(m) for m in maps]
     write_s = time.perf_counter() - start
     start = time.perf_counter()
-    for image_id, labels in maps.items():
-        if not np.array_equal(read_label(paths[image_id]), labels):
-            raise RuntimeError(f"{paths[image_id]}: does not read back as written")
+    for data in encoded:
+        cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     read_s = time.perf_counter() - start
-    size = sum(p.stat().st_size for p in paths.values())
-    return _result("png", 9, size, maps, write_s, read_s, read_s)
+    size_bytes = sum(len(d) for d in encoded)
+    return Result(kind, size, "png", 9, len(maps), size_bytes / len(maps), 1.0, _rate(len(maps), write_s),
+                  _rate(len(maps), read_s), _rate(len(maps), read_s))
 
 
-def _result(fmt: str, level: int, size: int, maps: dict[str, np.ndarray], write_s: float, read_s: float,
-            window_s: float) -> Result:
-    pixels = sum(m.size for m in maps.values())
-    return Result(fmt, level, size, size / len(maps), 8 * size / pixels,
-                  _rate(len(maps), write_s), _rate(len(maps), read_s), _rate(len(maps), window_s))
+def bench_index(workdir: Path, count: int) -> dict[str, float]:
+    """Seconds of `inspect` (storage_report) and `fuse` on a store of `count` 128x256 maps, whose images the
+    dataset root lists (empty image files: neither reads them)."""
+    from autolabel.layout import IMAGE_DIR, IMAGE_SUFFIX
+    from autolabel.synth import generate
+    from pipelines.fuse import fuse
+
+    root = workdir / "index-root"
+    generate(root, workdir / "index-truth", SynthConfig(train=4, val=0, train_extra=0, height=64, width=128))
+    rng = np.random.default_rng(0)
+    maps = [street_scene(rng, 128, 256) for _ in range(16)]
+    store = LabelStore.create(workdir / "index.zarr", PROVENANCE)
+    ids = [f"{city}_{i:06d}_000019" for i in range(count // 4 + 1) for city in ("aachen", "bonn", "kiel", "ulm")][:count]
+    start = time.perf_counter()
+    for i, image_id in enumerate(ids):
+        image = root / IMAGE_DIR / "train_extra" / image_id.rsplit("_", 2)[0] / f"{image_id}{IMAGE_SUFFIX}"
+        image.parent.mkdir(parents=True, exist_ok=True)
+        image.touch()
+        store.write(image_id, maps[i % len(maps)], source=str(image))
+    store.write_manifest()
+    write_s = time.perf_counter() - start
+    start = time.perf_counter()
+    report = storage_report(LabelStore.open(store.url))
+    inspect_s = time.perf_counter() - start
+    start = time.perf_counter()
+    summary = fuse(root, workdir / "fused.parquet", labels=store.url)
+    fuse_s = time.perf_counter() - start
+    if report["images"] != count or summary.rows["auto_coarse"] != count:
+        raise RuntimeError(f"index benchmark: expected {count} images, got {report['images']}, {summary.rows}")
+    return {"images": count, "write_s": write_s, "inspect_s": inspect_s, "fuse_s": fuse_s,
+            "bytes_per_image": report["bytes_per_image"]}
 
 
-
-def _table(results: list[Result], raw_bytes_per_image: float, title: str) -> Table:
+def _table(results: list[Result], title: str) -> Table:
     table = Table(title=title)
-    for column in ("format", "level", "kB/image", "bits/pixel", "vs uint8", "write img/s", "read img/s",
-                   "crop reads/s"):
+    for column in ("maps", "size", "codec", "B/image", "vs PNG", "write maps/s", "read maps/s", "crop reads/s"):
         table.add_column(column, justify="right")
     for r in results:
-        table.add_row(r.format, str(r.level), f"{r.bytes_per_image / 1e3:.1f}", f"{r.bits_per_pixel:.4f}",
-                      f"{raw_bytes_per_image / r.bytes_per_image:.0f}x", f"{r.write_images_per_s:.1f}",
-                      f"{r.read_images_per_s:.1f}", f"{r.window_reads_per_s:.1f}")
+        table.add_row(r.kind, r.size, f"{r.codec} {r.level}", f"{r.bytes_per_image:,.0f}",
+                      f"{1 / r.vs_png:.2f}x", f"{r.write_maps_per_s:.1f}", f"{r.read_maps_per_s:.1f}",
+                      f"{r.crop_reads_per_s:.1f}")
     return table
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--images", type=int, default=16, help="label maps per format (default 16)")
-    parser.add_argument("--height", type=int, default=1024)
-    parser.add_argument("--width", type=int, default=2048)
-    parser.add_argument("--levels", type=int, nargs="+", default=list(DEFAULT_LEVELS), help="zstd levels")
-    parser.add_argument("--chunk", type=int, default=256, help="inner chunk side of the store")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=16, help="maps per kind and size (default 16)")
+    parser.add_argument("--sizes", nargs="*", default=list(DEFAULT_SIZES),
+                        help="HxW sizes (default 512x1024 1024x2048; none with --index-images alone)")
+    parser.add_argument("--codecs", nargs="+", default=list(CODECS), choices=list(CODECS))
+    parser.add_argument("--checkpoint", type=Path, help="teacher checkpoint for the `teacher` maps")
+    parser.add_argument("--index-images", type=int, default=0, help="also time inspect and fuse on this many maps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON line with all figures last")
     args = parser.parse_args()
 
-    rng = np.random.default_rng(args.seed)
-    maps = {f"bench_000000_{i:06d}": street_scene(rng, args.height, args.width) for i in range(args.images)}
-    labelled = float(np.mean([np.mean(m != IGNORE) for m in maps.values()]))
+    results: list[Result] = []
+    index = None
     with tempfile.TemporaryDirectory(prefix="autolabel-storage-") as tmp:
         workdir = Path(tmp)
-        stores = [bench_store(workdir, maps, level, args.chunk) for level in args.levels]
-        results = [bench_png(workdir, maps), *stores]
-    info = machine(zarr=zarr.__version__, numcodecs=numcodecs.__version__, opencv=cv2.__version__)
+        for size in args.sizes:
+            height, width = (int(v) for v in size.split("x"))
+            rng = np.random.default_rng(args.seed)
+            kinds = {"drawn": [street_scene(rng, height, width) for _ in range(args.images)],
+                     **synthetic_maps(args.images, height, width, args.checkpoint)}
+            for kind, maps in kinds.items():
+                results.append(bench_png(kind, size, maps))
+                results += [bench_store(workdir, kind, size, maps, codec) for codec in args.codecs]
+        if args.index_images:
+            index = bench_index(workdir, args.index_images)
+    info = machine(zarr=zarr.__version__, imagecodecs=imagecodecs.__version__, opencv=cv2.__version__)
     console = Console(width=120)
     console.print(f"machine: {info['platform']}, {info['processor']}, {info['cpu_count']} CPUs; "
-                  f"zarr {info['zarr']}, numcodecs {info['numcodecs']}")
-    title = (f"{args.images} label maps of {args.width}x{args.height}, {labelled:.1%} labelled, "
-             f"chunk {args.chunk}, temp dir {tempfile.gettempdir()}")
-    console.print(_table(results, args.height * args.width, title))
+                  f"zarr {info['zarr']}, imagecodecs {info['imagecodecs']}, OpenCV {info['opencv']}")
+    console.print(_table(results, f"{args.images} maps per kind and size; bytes: every file of the store per image"))
+    if index:
+        console.print(f"index: {index['images']:,} maps of 128x256: inspect {index['inspect_s']:.1f} s, "
+                      f"fuse {index['fuse_s']:.1f} s (writing them: {index['write_s']:.0f} s)")
     if args.json:
-        print(json.dumps({
-            "machine": info, "images": args.images, "height": args.height, "width": args.width,
-            "chunk": args.chunk, "labelled_fraction": labelled, "results": [asdict(r) for r in results],
-        }))
+        print(json.dumps({"machine": info, "images": args.images, "results": [asdict(r) for r in results],
+                          "index": index}))
 
 
 if __name__ == "__main__":

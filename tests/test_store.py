@@ -69,7 +69,7 @@ def test_each_image_is_one_chunk_of_its_city_array(store):
     store.write(_id(1), _labels(1), source="img.png")
     store.write(_id(2), _labels(2), source="img.png")
     assert sorted(p.relative_to(store.url).as_posix() for p in _chunk_files(store)) == [
-        f"labels/bremen/{H}x{W}/c/0/1/0/0", f"labels/bremen/{H}x{W}/c/0/2/0/0"]
+        f"labels/bremen/{H}x{W}/c.0.1.0.0", f"labels/bremen/{H}x{W}/c.0.2.0.0"]
     array = zarr.open_array(LocalStore(store.url, read_only=True), path=f"labels/bremen/{H}x{W}", mode="r")
     assert np.array_equal(array[0, 2], _labels(2))
 
@@ -117,7 +117,7 @@ def test_image_ids_that_are_not_cityscapes_stems_are_rejected(store, image_id):
 
 def test_image_whose_record_was_never_written_is_missing_and_rewritten(store):
     array = zarr.create_array(store._zstore, name=f"labels/bremen/{H}x{W}", shape=(10, 10, H, W), chunks=(1, 1, H, W),
-                              dtype="uint8")
+                              chunk_key_encoding={"name": "default", "separator": "."}, dtype="uint8")
     array[0, 1] = 3  # the chunk of _id(1), written by a run killed before its record
     assert _id(1) not in store.completed_ids()
     with pytest.raises(ImageNotStoredError, match="not stored"):
