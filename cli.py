@@ -486,9 +486,9 @@ def label(
     address: Annotated[Optional[str], typer.Option(
         help="Ray cluster to run on [default: RAY_ADDRESS, else a local Ray on this machine's cores].")] = None,
     keep_confidence: Annotated[bool, typer.Option(
-        help="Also store each labelled pixel's max probability in steps of 0.05, so `rethreshold` can raise the "
-             "threshold later: thresholds that are multiples of 0.05 (0.55, 0.6, ..., 0.95) stay exact, others act "
-             "as the next multiple up. Costs about as much as the labels.")] = False,
+        help="Also store each labelled pixel's max probability in steps of 0.1, so `rethreshold` can raise the "
+             "threshold later: thresholds that are multiples of 0.1 (0.6, 0.7, 0.8, 0.9) stay exact, others act as "
+             "the next multiple up.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a store made with other settings.")] = False,
     codec: Annotated[Optional[str], typer.Option(help=CODEC_HELP, show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -529,7 +529,7 @@ def rethreshold(
     """Threshold a store's labels again at a higher threshold, without running the teacher.
 
     Needs a store labelled with --keep-confidence; pixels whose stored confidence is not above the new threshold
-    become 255 (ignore). Thresholds that are multiples of 0.05 are exact; others act as the next multiple up. The
+    become 255 (ignore). Thresholds that are multiples of 0.1 are exact; others act as the next multiple up. The
     new store keeps the confidence, so it can be re-thresholded again.
     """
     from pipelines.label import rethreshold as run_rethreshold

@@ -326,7 +326,7 @@ def label(
     `overwrite`, which replaces it. Unreadable images are recorded as failed and named in the
     summary; the job goes on. Runs on Ray at `address` (or RAY_ADDRESS), else on a local Ray;
     `out` may be an fsspec URL and, like the images and checkpoint, must be reachable by every worker.
-    `keep_confidence` also stores the max probability in twentieths, for `rethreshold`. `labeler` may be
+    `keep_confidence` also stores the max probability in tenths, for `rethreshold`. `labeler` may be
     a subclass of Labeler that changes how a batch is labelled. `codec` (autolabel.codecs) compresses the
     maps of a new store; None means the default, or the codec of the store being resumed.
     """
@@ -362,7 +362,7 @@ def rethreshold(
     """A new store at `out` from a keep-confidence store, thresholded again at a higher `threshold`.
 
     No teacher runs: a pixel stays labelled only where its stored confidence exceeds `threshold` (exact at
-    multiples of 0.05, see autolabel.threshold). The new store uses `codec`, default the source's.
+    multiples of 0.1, see autolabel.threshold). The new store uses `codec`, default the source's.
     A lower threshold than the store's is refused (the dropped pixels' classes are gone). The new
     store keeps the confidence maps, so it can be re-thresholded again; reruns resume it.
     """
