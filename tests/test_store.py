@@ -198,6 +198,12 @@ def test_provenance_is_stored_and_a_different_run_is_detected(store):
         LabelStore.open_or_create(store.url, other)
 
 
+def test_resuming_with_another_codec_is_a_mismatch(store):
+    with pytest.raises(ProvenanceMismatchError, match="codec: store has 'webp', run has 'zstd'"):
+        LabelStore.open_or_create(store.url, PROVENANCE, codec="zstd")
+    assert LabelStore.open_or_create(store.url, PROVENANCE).codec.name == "webp"
+
+
 def test_creating_where_a_store_exists_needs_overwrite(store):
     store.write(_id(1), _labels(1), source="img.png")
     with pytest.raises(StoreError, match="already exists"):
