@@ -36,7 +36,7 @@ from benchmarks.machine import machine
 from models.teacher import Teacher
 from pipelines.fuse import fuse
 from pipelines.ingest import import_labels
-from pipelines.train import EpochSampler, TrainConfig, build_dataset
+from pipelines.train import EpochSampler, TrainConfig, build_dataset, build_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +73,11 @@ def loader_rate(dataset: SegmentationDataset, args: argparse.Namespace, workers:
 
 
 def step_rate(config: TrainConfig, images: torch.Tensor, labels: torch.Tensor, steps: int) -> float:
-    """Training images/s of forward + backward + SGD step on one batch (after a warm-up step)."""
+    """Training images/s of forward + backward + optimizer step on one batch (after a warm-up step)."""
     device = torch.device(config.device)
     torch.manual_seed(config.seed)
     model = Teacher(config.model_config()).to(device).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)
+    optimizer = build_optimizer(model, config)
     images, labels = images.to(device), labels.to(device)
     on_cuda = device.type == "cuda"
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if on_cuda else torch.autocast("cpu", enabled=False)
