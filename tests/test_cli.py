@@ -5,6 +5,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
+from autolabel.store import LabelStore
 from cli import app
 from tests.conftest import EXTRA_STEMS
 
@@ -63,6 +64,18 @@ def test_import_then_inspect_json_reports_the_store(synth_root, tmp_path):
         assert report[key] > 0
 
 
+def test_import_codec_zstd_is_named_by_inspect_with_its_readers(synth_root, tmp_path):
+    store = tmp_path / "coarse.zarr"
+    result = invoke("import", synth_root, "--split", "train_extra", "--codec", "zstd", "--out", store)
+    assert result.exit_code == 0, result.output
+    report = json.loads(invoke("inspect", store, "--json").stdout)
+    assert report["codec"] == "zstd" and "tensorstore" in report["reader"]
+
+
+def test_import_rejects_an_unknown_codec_with_exit_2(synth_root, tmp_path):
+    assert invoke("import", synth_root, "--codec", "gif", "--out", tmp_path / "s.zarr").exit_code == 2
+
+
 def test_import_rejects_an_unknown_source_with_exit_2(synth_root, tmp_path):
     assert invoke("import", synth_root, "--source", "gtMedium", "--out", tmp_path / "s.zarr").exit_code == 2
 
@@ -70,7 +83,7 @@ def test_import_rejects_an_unknown_source_with_exit_2(synth_root, tmp_path):
 def test_inspect_overlay_writes_a_png(synth_root, tmp_path):
     store = tmp_path / "fine.zarr"
     assert invoke("import", synth_root, "--split", "train", "--source", "gtFine", "--out", store).exit_code == 0
-    image_id = sorted(p.name for p in (store / "labels").iterdir() if p.is_dir())[0]
+    image_id = sorted(LabelStore.open(store).completed_ids())[0]
     png = tmp_path / "overlay.png"
     result = invoke("inspect", store, "--overlay", image_id, "--png", png)
     assert result.exit_code == 0, result.output
