@@ -18,8 +18,11 @@ from torch import nn
 
 from autolabel.labels import IGNORE
 
-SUBDIVISION_STRIDE = 16
-"""Subdivision refines, per step, as many points as a stride-16 map of the output has pixels."""
+REFERENCE_OUTPUT_PIXELS = 1024 * 2048
+REFERENCE_POINTS = 8192
+"""The Cityscapes config refines 8192 points per step (a stride-16 map) for a 1024x2048 output. The
+uncertain cells lie along boundaries, whose length grows with the image's side, not its area, so other
+output sizes refine REFERENCE_POINTS * sqrt(pixels / REFERENCE_OUTPUT_PIXELS) points."""
 
 PointPredictor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """(fine (N, C, P), coarse (N, K, P)) -> point logits (N, K, P); `PointHead` is one."""
@@ -86,8 +89,8 @@ def subdivision_defaults(coarse_hw: tuple[int, int], output_hw: tuple[int, int])
     """Derived (steps, points) for refining a coarse map up to the output size.
 
     steps: 2x steps until the coarse map covers the output (stride 4 -> 2 steps, 0 if already there);
-    points: pixels of a stride-16 map of the output, e.g. 8192 for 1024x2048 (never more than the
-    output has pixels).
+    points: 8192 for 1024x2048 (the Cityscapes config), scaled with the output's side for other sizes
+    (1024 for 128x256), as boundaries are; never more than the output has pixels.
     """
     (h, w), (out_h, out_w) = coarse_hw, output_hw
     if min(h, w, out_h, out_w) < 1:
@@ -95,7 +98,8 @@ def subdivision_defaults(coarse_hw: tuple[int, int], output_hw: tuple[int, int])
     steps = 0
     while h << steps < out_h or w << steps < out_w:
         steps += 1
-    points = math.ceil(out_h / SUBDIVISION_STRIDE) * math.ceil(out_w / SUBDIVISION_STRIDE)  # <= out_h * out_w
+    points = math.ceil(REFERENCE_POINTS * math.sqrt(out_h * out_w / REFERENCE_OUTPUT_PIXELS))
+    points = min(points, out_h * out_w)
     return steps, points
 
 

@@ -123,10 +123,11 @@ def predict_logits(model: Teacher, images: torch.Tensor, options: PredictOptions
     use_pointrend = options.pointrend and model.config.use_pointrend
     if not use_pointrend:
         return F.interpolate(fused.float(), size=(h, w), mode="bilinear", align_corners=False)
-    base = outputs[1.0] if 1.0 in outputs else run_windows(model, images, options.max_pixels, attention=False)
-    coarse = F.interpolate(fused, size=base.fine.shape[-2:], mode="bilinear", align_corners=False)
-    steps, points = model.config.pointrend.subdivision(tuple(coarse.shape[-2:]), (h, w))
-    return subdivision_inference(coarse.float(), base.fine.float(), model.point_head, (h, w), steps, points)
+    # The fused logits live on the stride-4 grid of the highest scale (stride 2 of the input at scale 2.0):
+    # refine them there, from that scale's fine features, so nothing the highest scale resolved is lost.
+    fine = outputs[highest].fine  # (N, C, ~h*s/4, ~w*s/4)
+    steps, points = model.config.pointrend.subdivision(tuple(fused.shape[-2:]), (h, w))
+    return subdivision_inference(fused.float(), fine.float(), model.point_head, (h, w), steps, points)
 
 
 def predict(

@@ -165,11 +165,14 @@ def test_subdivision_defaults_match_the_cityscapes_config():
     assert subdivision_defaults((256, 512), (1024, 2048)) == (2, 8192)
 
 
-def test_subdivision_defaults_scale_with_the_output():
-    assert subdivision_defaults((32, 64), (128, 256)) == (2, 128)
-    assert subdivision_defaults((45, 45), (180, 180)) == (2, 144)
-    assert subdivision_defaults((33, 65), (129, 257)) == (2, 9 * 17)
+def test_subdivision_points_scale_with_the_output_side_as_boundaries_do():
+    assert subdivision_defaults((32, 64), (128, 256)) == (2, 1024)
+    assert subdivision_defaults((128, 256), (512, 1024)) == (2, 4096)
     assert subdivision_defaults((64, 64), (64, 64))[0] == 0
+
+
+def test_subdivision_steps_cover_an_odd_sized_output():
+    assert subdivision_defaults((33, 65), (129, 257))[0] == 2
 
 
 def test_subdivision_points_never_exceed_the_output_pixels():
