@@ -227,6 +227,14 @@ def _inspect(store_url: str, json_: bool, overlay: str | None, png: Path | None)
 
 
 # --------------------------------------------------------------------------- train
+def _check_optimizer(value: str) -> str:
+    from pipelines.train import OPTIMIZERS
+
+    if value not in OPTIMIZERS:
+        raise typer.BadParameter(f"must be one of {', '.join(OPTIMIZERS)}, got {value!r}")
+    return value
+
+
 def _parse_hw(text: str, name: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
@@ -254,7 +262,15 @@ def train(
     iters: Annotated[int, typer.Option(help="Training iterations (batches).")] = 1000,
     batch_size: Annotated[int, typer.Option(help="Images per iteration, over all workers.")] = 8,
     crop: Annotated[str, typer.Option(help="Training crop HxW.")] = "64x128",
-    lr: Annotated[float, typer.Option(help="Base learning rate (SGD, poly decay).")] = 0.01,
+    lr: Annotated[float, typer.Option(help="Peak learning rate, reached after the warm-up, then decayed linearly "
+                                           "(poly) to 0.")] = 0.003,
+    optimizer: Annotated[str, typer.Option(
+        callback=_check_optimizer,
+        help="adamw (learns fastest from scratch) or sgd (momentum 0.9; pass a larger --lr, e.g. 0.01).")] = "adamw",
+    warmup_iters: Annotated[int, typer.Option(min=0, help="Iterations of linear learning-rate warm-up.")] = 25,
+    eval_every: Annotated[int, typer.Option(
+        min=0, help="Log the val mIoU (scale 1.0) every N iterations to metrics.jsonl: the learning curve. "
+                    "0: never.")] = 0,
     workers: Annotated[int, typer.Option(help="Data-parallel workers; more than 1 uses Ray Train.")] = 1,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     manifest: Annotated[Optional[str], typer.Option(help="Train on a fused manifest (autolabel fuse) instead.")] = None,
@@ -271,7 +287,8 @@ def train(
     from pipelines.train import TrainConfig
 
     config = TrainConfig(root=str(root), run_dir=str(out), preset=preset, iters=iters, batch_size=batch_size,
-                         crop=_parse_hw(crop, "--crop"), lr=lr, workers=workers, device=device, manifest=manifest,
+                         crop=_parse_hw(crop, "--crop"), lr=lr, optimizer=optimizer, warmup_iters=warmup_iters,
+                         eval_every=eval_every, workers=workers, device=device, manifest=manifest,
                          split=split, class_uniform=class_uniform, checkpoint_every=checkpoint_every, seed=seed,
                          loader_workers=loader_workers, fine_fraction=fine_fraction, coarse_rare_only=coarse_rare_only)
     _train(config, address)

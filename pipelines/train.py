@@ -78,6 +78,10 @@ class TrainConfig:
     """torch threads per worker; None = the machine's cores shared among workers and loader processes."""
     checkpoint_every: int = 200
     log_every: int = 10
+    eval_every: int = 0
+    """Every N iterations (and at the end), log the val mIoU (scale 1.0, bilinear) to the metrics log as
+    `val_miou`: the learning curve. 0 turns it off."""
+    eval_split: str = "val"
     seed: int = 0
     use_mscale: bool = True
     use_pointrend: bool = True
@@ -276,6 +280,9 @@ def train_worker(config: TrainConfig, reporter: Reporter | None = None, rank: in
             if reporter:
                 reporter(report)
             tic, seen = time.perf_counter(), 0
+        if config.eval_every and (iteration % config.eval_every == 0 or iteration == config.iters):
+            _append_metrics(run_dir, {"iteration": iteration, "val_miou": validation_miou(model, config)})
+            net.train()
         if iteration % config.checkpoint_every == 0 and iteration < config.iters:
             _save_state(run_dir, model, optimizer, config, iteration, loss_value)
     final = run_dir / FINAL_MODEL
@@ -322,6 +329,21 @@ def _iteration_of(checkpoint: Path | None) -> int:
     return int(checkpoint.stem.removeprefix("iter_")) if checkpoint else 0
 
 
+def validation_miou(model: Teacher, config: TrainConfig) -> float:
+    """mIoU of the model on the config's validation split at scale 1.0 without PointRend (the cheap view)."""
+    from pipelines.evaluate import evaluate
+
+    return float(evaluate(Path(config.root), None, config.eval_split, (1.0,), False, model=model,
+                          device=config.device)["miou"])
+
+
+def learning_curve(run_dir: Path) -> list[tuple[int, float]]:
+    """(iteration, val mIoU) rows a run with `eval_every` logged, in order."""
+    path = Path(run_dir) / METRICS_LOG
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+    return [(row["iteration"], row["val_miou"]) for row in rows if "val_miou" in row]
+
+
 def _report_row(row: dict, total: int) -> StepReport:
     terms = {k: v for k, v in row.items() if k not in ("iteration", "loss", "lr", "images_per_s")}
     return StepReport(row["iteration"], total, row["loss"], terms, row["lr"], row["images_per_s"])
@@ -335,7 +357,7 @@ def follow_metrics(run_dir: Path, total: int, reporter: Reporter, stop: threadin
         text = path.read_text() if path.exists() else ""
         for line in text[: text.rfind("\n") + 1].splitlines():  # whole lines only
             row = json.loads(line)
-            if row["iteration"] > last:
+            if "loss" in row and row["iteration"] > last:
                 reporter(_report_row(row, total))
                 last = row["iteration"]
         if finished:

@@ -205,3 +205,7 @@ def test_calibrate_json_reports_each_threshold_for_the_target(synth_root, teache
 
 def test_calibrate_target_accuracy_above_one_is_bad_usage_exit_2(synth_root, teacher_checkpoint):
     assert invoke("calibrate", synth_root, "--checkpoint", teacher_checkpoint, "--target-accuracy", "1.5").exit_code == 2
+
+
+def test_train_unknown_optimizer_is_bad_usage_exit_2(synth_root, tmp_path):
+    assert invoke("train", synth_root, "--out", tmp_path / "run", "--optimizer", "lamb").exit_code == 2

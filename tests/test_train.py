@@ -17,7 +17,7 @@ from pipelines.evaluate import evaluate
 from pipelines.fuse import fuse
 from pipelines.ingest import import_labels
 from pipelines.train import (
-    CHECKPOINTS, FINAL_MODEL, METRICS_LOG, TrainConfig, follow_metrics, latest_checkpoint, train,
+    CHECKPOINTS, FINAL_MODEL, METRICS_LOG, TrainConfig, follow_metrics, latest_checkpoint, learning_curve, train,
 )
 
 IMAGE_SIZE = (64, 128)
@@ -42,7 +42,7 @@ def quick_config(root: Path, run_dir: Path, **overrides) -> TrainConfig:
 
 
 def logged_iterations(run_dir: Path) -> list[int]:
-    return [json.loads(line)["iteration"] for line in (run_dir / METRICS_LOG).read_text().splitlines()]
+    return [row["iteration"] for row in map(json.loads, (run_dir / METRICS_LOG).read_text().splitlines()) if "loss" in row]
 
 
 def logged_losses(run_dir: Path) -> list[float]:
@@ -163,3 +163,17 @@ def test_following_the_metrics_log_reports_whole_rows_past_the_resumed_iteration
     follow_metrics(tmp_path, 10, reports.append, stop, poll_s=0.0)
     assert [(r.iteration, r.total, r.loss, r.terms) for r in reports] == [(3, 10, 1 / 3, {"seg": 0.5}),
                                                                           (4, 10, 0.25, {"seg": 0.5})]
+
+
+def test_eval_every_logs_a_learning_curve_of_val_miou(root, tmp_path):
+    run_dir = tmp_path / "run"
+    train(quick_config(root, run_dir, iters=4, eval_every=2))
+    curve = learning_curve(run_dir)
+    assert [iteration for iteration, _ in curve] == [2, 4]
+    assert all(0.0 <= miou <= 1.0 for _, miou in curve)
+
+
+def test_sgd_is_a_choice_and_an_unknown_optimizer_is_refused(root, tmp_path):
+    assert train(quick_config(root, tmp_path / "run", iters=2, optimizer="sgd", lr=0.01)).is_file()
+    with pytest.raises(ValueError, match="optimizer"):
+        quick_config(root, tmp_path / "other", optimizer="lamb")
