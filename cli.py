@@ -274,6 +274,9 @@ def train(
     workers: Annotated[int, typer.Option(help="Data-parallel workers; more than 1 uses Ray Train.")] = 1,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
     manifest: Annotated[Optional[str], typer.Option(help="Train on a fused manifest (autolabel fuse) instead.")] = None,
+    init: Annotated[Optional[Path], typer.Option(
+        help="Start from this checkpoint's network and weights (e.g. a student continuing from its teacher) "
+             "instead of a fresh --preset network.")] = None,
     split: Annotated[str, typer.Option(help="Fine-labelled split to train on.")] = "train",
     class_uniform: Annotated[float, typer.Option(help="Fraction of crops centred on class centroids.")] = 0.5,
     checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N iterations.")] = 200,
@@ -289,6 +292,7 @@ def train(
     config = TrainConfig(root=str(root), run_dir=str(out), preset=preset, iters=iters, batch_size=batch_size,
                          crop=_parse_hw(crop, "--crop"), lr=lr, optimizer=optimizer, warmup_iters=warmup_iters,
                          eval_every=eval_every, workers=workers, device=device, manifest=manifest,
+                         init=None if init is None else str(init),
                          split=split, class_uniform=class_uniform, checkpoint_every=checkpoint_every, seed=seed,
                          loader_workers=loader_workers, fine_fraction=fine_fraction, coarse_rare_only=coarse_rare_only)
     _train(config, address)

@@ -85,6 +85,9 @@ class TrainConfig:
     seed: int = 0
     use_mscale: bool = True
     use_pointrend: bool = True
+    init: str | None = None
+    """Start from this checkpoint's network and weights instead of a fresh `preset` network (a student that
+    continues from its teacher, a converted pretrained teacher)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "crop", tuple(self.crop))
@@ -107,6 +110,19 @@ class TrainConfig:
 
     def model_config(self) -> TeacherConfig:
         return TeacherConfig.preset(self.preset, use_mscale=self.use_mscale, use_pointrend=self.use_pointrend)
+
+
+def initial_model(config: TrainConfig) -> Teacher:
+    """The network a run starts from: the preset's, freshly initialised, or with `init` the checkpoint's network
+    and weights (its preset wins over `config.preset`)."""
+    if config.init is None:
+        return Teacher(config.model_config())
+    ckpt = load_checkpoint(Path(config.init))
+    model_config = dataclasses.replace(TeacherConfig.from_dict(ckpt.config), use_mscale=config.use_mscale,
+                                       use_pointrend=config.use_pointrend)
+    model = Teacher(model_config)
+    model.load_state_dict(ckpt.state_dict)
+    return model
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,7 +250,7 @@ def train_worker(config: TrainConfig, reporter: Reporter | None = None, rank: in
     torch.manual_seed(config.seed + rank)
     torch.set_num_threads(config.threads or compute_threads(config.workers, config.loader_workers))
     device = torch.device(config.device)
-    model = Teacher(config.model_config()).to(device)
+    model = initial_model(config).to(device)
     optimizer = build_optimizer(model, config)
     start = 0
     resume = latest_checkpoint(run_dir)
@@ -321,8 +337,9 @@ def _ray_worker_loop(config_dict: dict) -> None:
 def _absolute_paths(config: TrainConfig) -> TrainConfig:
     """The config with its local paths made absolute: Ray workers run in directories of their own."""
     manifest = str(Path(config.manifest).resolve()) if config.manifest else None
+    init = str(Path(config.init).resolve()) if config.init else None
     return dataclasses.replace(config, root=str(Path(config.root).resolve()),
-                               run_dir=str(Path(config.run_dir).resolve()), manifest=manifest)
+                               run_dir=str(Path(config.run_dir).resolve()), manifest=manifest, init=init)
 
 
 def _iteration_of(checkpoint: Path | None) -> int:

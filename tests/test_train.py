@@ -177,3 +177,12 @@ def test_sgd_is_a_choice_and_an_unknown_optimizer_is_refused(root, tmp_path):
     assert train(quick_config(root, tmp_path / "run", iters=2, optimizer="sgd", lr=0.01)).is_file()
     with pytest.raises(ValueError, match="optimizer"):
         quick_config(root, tmp_path / "other", optimizer="lamb")
+
+
+def test_init_starts_from_the_checkpoints_weights(root, tmp_path):
+    first = train(quick_config(root, tmp_path / "first", iters=2))
+    second = tmp_path / "second"
+    train(quick_config(root, second, iters=1, init=str(first), lr=1e-12, warmup_iters=0))
+    before, after = load_checkpoint(first).state_dict, load_checkpoint(second / FINAL_MODEL).state_dict
+    weights = [k for k, v in before.items() if v.is_floating_point() and "running" not in k]
+    assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in weights)
