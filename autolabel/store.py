@@ -84,6 +84,8 @@ class Provenance:
     threshold: float
     pointrend: bool
     keep_confidence: bool = False
+    flip: bool = False
+    """Predictions averaged with those of the mirrored images."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))

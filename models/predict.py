@@ -37,6 +37,8 @@ class PredictOptions:
     pointrend: bool = True
     batch_size: int = 1
     max_pixels: int = DEFAULT_MAX_PIXELS
+    flip: bool = False
+    """Average the probabilities of the image and of its mirror image (test-time augmentation)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", tuple(sorted({float(s) for s in self.scales}, reverse=True)))
@@ -137,14 +139,16 @@ def predict(
     pointrend: bool = True,
     batch_size: int = 1,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    flip: bool = False,
 ) -> torch.Tensor:
     """Class probabilities (N, K, H, W) float32 for normalised images (N, 3, H, W), on the model's device.
 
     Multi-scale attention fuses `scales` (any list, e.g. 0.5, 1.0, 2.0); PointRend refines the fused
-    prediction to full resolution unless `pointrend=False`. Runs in batches of `batch_size`, under
-    `torch.inference_mode`, with bf16 autocast and channels_last on CUDA.
+    prediction to full resolution unless `pointrend=False`; `flip` averages the probabilities with those of
+    the mirrored image. Runs in batches of `batch_size`, under `torch.inference_mode`, with bf16 autocast
+    and channels_last on CUDA.
     """
-    options = PredictOptions(tuple(scales), pointrend, batch_size, max_pixels)
+    options = PredictOptions(tuple(scales), pointrend, batch_size, max_pixels, flip)
     device = next(model.parameters()).device
     model.eval()
     if device.type == "cuda":
@@ -155,6 +159,9 @@ def predict(
             batch = images[start : start + options.batch_size].to(device, non_blocking=True)
             if device.type == "cuda":
                 batch = batch.contiguous(memory_format=torch.channels_last)
-            logits = predict_logits(model, batch, options)
-            results.append(torch.softmax(logits.float(), dim=1))
+            probs = torch.softmax(predict_logits(model, batch, options).float(), dim=1)  # (n, K, H, W)
+            if options.flip:
+                mirrored = predict_logits(model, batch.flip(-1), options).float().flip(-1)  # (n, K, H, W)
+                probs = (probs + torch.softmax(mirrored, dim=1)) / 2
+            results.append(probs)
     return torch.cat(results)

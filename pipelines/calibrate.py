@@ -1,6 +1,6 @@
 """Choose a labelling threshold from evidence: coverage and accuracy of the kept pixels on a labelled split.
 
-The teacher runs on a split with fine labels exactly as `label` runs it (same scales, PointRend), and
+The teacher runs on a split with fine labels exactly as `label` runs it (same scales, PointRend, flip), and
 every threshold from 0.50 to 0.99 is scored against the true labels (`autolabel.calibration`); the
 threshold recommended for a target accuracy is the lowest one whose kept pixels reach it.
 """
@@ -57,6 +57,7 @@ def calibrate(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: Callable[[int, int], None] | None = None,
     model: Teacher | None = None,
+    flip: bool = False,
 ) -> CalibrationResult:
     """Coverage and accuracy of the teacher's thresholded labels on `split`'s gtFine labels, per threshold."""
     if not 0.0 < target_accuracy <= 1.0:
@@ -66,7 +67,7 @@ def calibrate(
     model = model.to(device).eval()
     calibration = Calibration()
     for _, image, truth in labelled_images(root, split, progress):
-        max_prob, pred = predict_probabilities(model, image, scales, pointrend, max_pixels).max(0)  # (H, W) x2
+        max_prob, pred = predict_probabilities(model, image, scales, pointrend, max_pixels, flip).max(0)  # (H, W) x2
         calibration.update(max_prob.cpu().numpy(), pred.cpu().numpy(), truth)
     if not calibration.evaluable:
         raise DatasetError(f"{root}: split {split!r} has no labelled pixels to calibrate on")

@@ -20,19 +20,21 @@ PREDICTION_SUFFIX = "_pred_labelIds.png"
 
 
 def predict_probabilities(
-    model: Teacher, image: np.ndarray, scales: Sequence[float], pointrend: bool, max_pixels: int = DEFAULT_MAX_PIXELS
+    model: Teacher, image: np.ndarray, scales: Sequence[float], pointrend: bool, max_pixels: int = DEFAULT_MAX_PIXELS,
+    flip: bool = False,
 ) -> torch.Tensor:
     """Class probabilities (K, H, W) float32, on the model's device, of one RGB image (H, W, 3) uint8."""
     device = next(model.parameters()).device
     batch = normalize_batch(torch.from_numpy(image).unsqueeze(0).to(device))  # (1, 3, H, W)
-    return predict(model, batch, scales=scales, pointrend=pointrend, max_pixels=max_pixels)[0]  # (K, H, W)
+    return predict(model, batch, scales=scales, pointrend=pointrend, max_pixels=max_pixels, flip=flip)[0]
 
 
 def predict_labels(
-    model: Teacher, image: np.ndarray, scales: Sequence[float], pointrend: bool, max_pixels: int = DEFAULT_MAX_PIXELS
+    model: Teacher, image: np.ndarray, scales: Sequence[float], pointrend: bool, max_pixels: int = DEFAULT_MAX_PIXELS,
+    flip: bool = False,
 ) -> np.ndarray:
     """Argmax train ids (H, W) uint8 of one RGB image (H, W, 3) uint8."""
-    probs = predict_probabilities(model, image, scales, pointrend, max_pixels)  # (K, H, W)
+    probs = predict_probabilities(model, image, scales, pointrend, max_pixels, flip)  # (K, H, W)
     return probs.argmax(0).to(torch.uint8).cpu().numpy()
 
 
@@ -65,10 +67,12 @@ def evaluate(
     progress: Callable[[int, int], None] | None = None,
     model: Teacher | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    flip: bool = False,
 ) -> dict:
     """Metrics of a checkpoint's predictions against a split's gtFine labels (fractions 0..1).
 
-    A scaled input of more than `max_pixels` pixels is predicted in sliding windows.
+    A scaled input of more than `max_pixels` pixels is predicted in sliding windows; `flip` averages each
+    prediction with that of the mirrored image.
     """
     if model is None:
         model, _ = load_model(checkpoint)
@@ -77,10 +81,10 @@ def evaluate(
     images = 0
     for sample, image, gt in labelled_images(root, split, progress):
         images += 1
-        pred = predict_labels(model, image, scales, pointrend, max_pixels)
+        pred = predict_labels(model, image, scales, pointrend, max_pixels, flip)
         metrics.update(gt, pred)
         if save_predictions is not None:
             write_png(prediction_path(save_predictions, sample.city, sample.stem), to_label_ids(pred))
     result = dict(metrics.result())
-    result.update(images=images, split=split, scales=list(scales), pointrend=pointrend)
+    result.update(images=images, split=split, scales=list(scales), pointrend=pointrend, flip=flip)
     return result

@@ -143,7 +143,7 @@ class Labeler:
         s = self.settings
         batch = normalize_batch(torch.from_numpy(images).to(self.device))  # (N, 3, H, W)
         probs = predict(self.model, batch, s.options.scales, s.options.pointrend, s.options.batch_size,
-                        s.options.max_pixels)  # (N, K, H, W)
+                        s.options.max_pixels, s.options.flip)  # (N, K, H, W)
         labels, confidence = threshold_probs(probs, s.threshold, with_confidence=True)  # (N, H, W) x2
         mean_confidence = probs.amax(dim=1).mean(dim=(1, 2))  # (N,)
         return labels.cpu().numpy(), confidence.cpu().numpy(), mean_confidence.cpu().numpy()
@@ -317,6 +317,7 @@ def label(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     labeler: type[Labeler] = Labeler,
     codec: str | None = None,
+    flip: bool = False,
 ) -> LabelSummary:
     """Label every image of `split` with the teacher `checkpoint` into the label store `out`.
 
@@ -326,6 +327,7 @@ def label(
     `overwrite`, which replaces it. Unreadable images are recorded as failed and named in the
     summary; the job goes on. Runs on Ray at `address` (or RAY_ADDRESS), else on a local Ray;
     `out` may be an fsspec URL and, like the images and checkpoint, must be reachable by every worker.
+    `flip` averages each prediction with that of the mirrored image (a stronger teacher at twice the cost).
     `keep_confidence` also stores the max probability in tenths, for `rethreshold`. `labeler` may be
     a subclass of Labeler that changes how a batch is labelled. `codec` (autolabel.codecs) compresses the
     maps of a new store; None means the default, or the codec of the store being resumed.
@@ -333,8 +335,9 @@ def label(
     root, checkpoint = Path(root).resolve(), Path(checkpoint).resolve()  # workers run in other directories
     samples = list_samples(root, split)
     load_checkpoint(checkpoint)  # a bad checkpoint fails here, naming the file, not in every actor
-    options = PredictOptions(scales=tuple(scales), pointrend=pointrend, batch_size=batch_size, max_pixels=max_pixels)
-    provenance = Provenance(file_sha256(checkpoint), options.scales, threshold, pointrend, keep_confidence)
+    options = PredictOptions(scales=tuple(scales), pointrend=pointrend, batch_size=batch_size, max_pixels=max_pixels,
+                             flip=flip)
+    provenance = Provenance(file_sha256(checkpoint), options.scales, threshold, pointrend, keep_confidence, flip)
     store = open_store(out, provenance, overwrite, codec)
     stored = store.completed_ids()
     todo = [s for s in samples if s.stem not in stored]

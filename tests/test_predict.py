@@ -174,3 +174,10 @@ def test_prediction_switches_a_training_model_to_eval_mode():
 def test_invalid_scales_are_refused(scales):
     with pytest.raises(ValueError, match="scales"):
         PredictOptions(scales=scales)
+
+
+def test_flip_averages_the_probabilities_of_the_image_and_its_mirror(model):
+    images = _images(1, 64, 96)
+    plain = predict(model, images, pointrend=False)
+    mirrored = predict(model, images.flip(-1), pointrend=False).flip(-1)
+    torch.testing.assert_close(predict(model, images, pointrend=False, flip=True), (plain + mirrored) / 2)
