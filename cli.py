@@ -693,6 +693,10 @@ def _results_table(results: dict, workdir: Path) -> Table:
     table.add_row("savings vs uint8 / PNG / soft fp16",
                   f"{st['vs_uint8']:.0f}x / {st['vs_png']:.2f}x / {st['vs_soft_fp16']:,.0f}x")
     table.add_row("student (fine + auto): val mIoU / Boundary IoU", f"{s['miou']:.1%} / {s['boundary_iou']:.1%}")
+    table.add_row("student - teacher: val mIoU", f"{100 * results['student_vs_teacher_miou']:+.1f} points")
+    for run, curve in results["learning_curves"].items():
+        table.add_row(f"{run} learning curve: val mIoU (scale 1.0) at iteration",
+                      ", ".join(f"{it}: {miou:.1%}" for it, miou in curve))
     return table
 
 

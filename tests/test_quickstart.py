@@ -60,3 +60,10 @@ def test_a_stage_whose_files_were_deleted_runs_again(workdir):
 def test_other_settings_in_the_same_workdir_are_refused(workdir):
     with pytest.raises(ValueError, match="teacher_iters: 2 -> 3"):
         quickstart(workdir, QuickstartConfig(**{**CONFIG.to_dict(), "teacher_iters": 3}))
+
+
+def test_results_compare_student_with_teacher_and_hold_learning_curves(workdir):
+    results = json.loads((workdir / RESULTS).read_text())
+    assert results["student_vs_teacher_miou"] == pytest.approx(results["student"]["miou"] - results["teacher"]["miou"])
+    assert [it for it, _ in results["learning_curves"]["teacher"]] == [1, 2]
+    assert results["student"]["from_teacher"] is True
