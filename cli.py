@@ -227,6 +227,9 @@ def _inspect(store_url: str, json_: bool, overlay: str | None, png: Path | None)
 
 
 # --------------------------------------------------------------------------- train
+DeviceOption = Annotated[str, typer.Option(help="cpu or cuda.")]
+
+
 def _check_optimizer(value: str) -> str:
     from pipelines.train import OPTIMIZERS
 
@@ -272,7 +275,7 @@ def train(
         min=0, help="Log the val mIoU (scale 1.0) every N iterations to metrics.jsonl: the learning curve. "
                     "0: never.")] = 0,
     workers: Annotated[int, typer.Option(help="Data-parallel workers; more than 1 uses Ray Train.")] = 1,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: DeviceOption = "cpu",
     manifest: Annotated[Optional[str], typer.Option(help="Train on a fused manifest (autolabel fuse) instead.")] = None,
     init: Annotated[Optional[Path], typer.Option(
         help="Start from this checkpoint's network and weights (e.g. a student continuing from its teacher) "
@@ -317,6 +320,7 @@ MAX_PIXELS_HELP = ("Largest scaled input (pixels) predicted in one piece; larger
                    "windows. Lower it if the largest scale runs out of memory. [default: 1024x2048]")
 
 
+MaxPixelsOption = Annotated[Optional[int], typer.Option(help=MAX_PIXELS_HELP, show_default=False)]
 FlipOption = Annotated[bool, typer.Option(
     help="Average each prediction with that of the mirrored image: a slightly stronger teacher at twice the cost.")]
 
@@ -340,9 +344,9 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Fine-labelled split to evaluate on.")] = "val",
     scales: Annotated[str, typer.Option(help="Inference scales, fused by multi-scale attention.")] = "1.0",
     pointrend: Annotated[bool, typer.Option(help="Refine with PointRend subdivision.")] = True,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+    device: DeviceOption = "cpu",
     save_predictions: Annotated[Optional[Path], typer.Option(help="Write label-id PNGs (Cityscapes results format).")] = None,
-    max_pixels: Annotated[Optional[int], typer.Option(help=MAX_PIXELS_HELP, show_default=False)] = None,
+    max_pixels: MaxPixelsOption = None,
     flip: FlipOption = False,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON (fractions 0..1).")] = False,
 ) -> None:
@@ -392,8 +396,8 @@ def calibrate(
     target_accuracy: Annotated[float, typer.Option(
         callback=_check_target_accuracy,
         help="Recommend the lowest threshold whose kept pixels are at least this accurate.")] = 0.95,
-    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    max_pixels: Annotated[Optional[int], typer.Option(help=MAX_PIXELS_HELP, show_default=False)] = None,
+    device: DeviceOption = "cpu",
+    max_pixels: MaxPixelsOption = None,
     flip: FlipOption = False,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON (fractions 0..1).")] = False,
 ) -> None:
@@ -510,7 +514,7 @@ def label(
     workers: Annotated[int, typer.Option(min=1, help="Teacher actors (each loads the model once).")] = 1,
     gpus_per_worker: Annotated[float, typer.Option(min=0.0, help="GPUs per actor; 0 runs on the CPU.")] = 0.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per inference batch.")] = 1,
-    max_pixels: Annotated[Optional[int], typer.Option(help=MAX_PIXELS_HELP, show_default=False)] = None,
+    max_pixels: MaxPixelsOption = None,
     address: Annotated[Optional[str], typer.Option(
         help="Ray cluster to run on [default: RAY_ADDRESS, else a local Ray on this machine's cores].")] = None,
     flip: FlipOption = False,
