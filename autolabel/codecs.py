@@ -15,6 +15,7 @@ The image codecs take a chunk whose last two axes are the map (H, W); every othe
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -50,11 +51,13 @@ class _ImageCodec(ArrayBytesCodec):
         if np.dtype(dtype.to_native_dtype()) != np.uint8:
             raise ValueError(f"{self.codec_name} stores uint8 maps, not {dtype}")
 
+    @abstractmethod
     def _encode_plane(self, plane: np.ndarray) -> bytes:
-        raise NotImplementedError
+        """The (H, W) uint8 map as the codec's bytes."""
 
+    @abstractmethod
     def _decode_plane(self, data: bytes) -> np.ndarray:
-        raise NotImplementedError
+        """The codec's bytes back as the (H, W) uint8 map."""
 
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer:
         shape = chunk_spec.shape
@@ -74,7 +77,8 @@ class _ImageCodec(ArrayBytesCodec):
         return self._decode_sync(chunk_bytes, chunk_spec)
 
     def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
-        raise NotImplementedError  # variable size
+        # zarr's contract for codecs whose output size depends on the data, as its own ZstdCodec does
+        raise NotImplementedError(f"{self.codec_name} output has no size known before encoding")
 
 
 class WebpCodec(_ImageCodec):
