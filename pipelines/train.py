@@ -26,6 +26,7 @@ from autolabel.fused import fused_dataset
 from autolabel.transforms import AugmentConfig
 from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from models.teacher import Teacher, TeacherConfig
+from pipelines.evaluate import evaluate
 
 log = logging.getLogger(__name__)
 
@@ -348,8 +349,6 @@ def _iteration_of(checkpoint: Path | None) -> int:
 
 def validation_miou(model: Teacher, config: TrainConfig) -> float:
     """mIoU of the model on the config's validation split at scale 1.0 without PointRend (the cheap view)."""
-    from pipelines.evaluate import evaluate
-
     return float(evaluate(Path(config.root), None, config.eval_split, (1.0,), False, model=model,
                           device=config.device)["miou"])
 
