@@ -8,6 +8,7 @@ import pytest
 from cityscapesscripts.helpers.labels import labels as cs_labels
 from cityscapesscripts.preparation.json2labelImg import json2labelImg
 
+from autolabel.errors import ConfigError, DatasetError
 from autolabel.images import read_image, read_label
 from autolabel.labels import LABEL_ID_BY_NAME, NUM_CLASSES, TRAIN_ID_BY_NAME, to_train_ids
 from autolabel.layout import label_path, list_samples
@@ -193,7 +194,7 @@ def test_refuses_a_non_empty_root(tmp_path):
     root = tmp_path / "data"
     root.mkdir()
     (root / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError, match=re.escape(str(root))):
+    with pytest.raises(DatasetError, match=re.escape(str(root))):
         generate(root, tmp_path / "truth", TINY)
     assert (root / "notes.txt").read_text() == "mine"
 
@@ -213,6 +214,24 @@ def test_progress_reports_every_image(tmp_path):
     assert dict(summary.images) == {"train": 1, "val": 1, "train_extra": 2}
 
 
+def test_refuses_a_file_where_the_root_should_be(tmp_path):
+    root = tmp_path / "data"
+    root.write_text("mine")
+    with pytest.raises(DatasetError, match=re.escape(str(root))):
+        generate(root, tmp_path / "truth", TINY)
+
+
+def test_refuses_the_dataset_root_as_the_truth_root(tmp_path):
+    with pytest.raises(ConfigError, match="truth root must differ"):
+        generate(tmp_path / "data", tmp_path / "data", TINY)
+
+
 def test_images_smaller_than_64x128_are_refused():
-    with pytest.raises(ValueError, match="32x64"):
+    with pytest.raises(ConfigError, match="32x64"):
         SynthConfig(height=32, width=64)
+
+
+@pytest.mark.parametrize("setting", [{"train": -1}, {"cities": 0}, {"seed": -1}, {"coarse_min_unlabelled": 1.0}])
+def test_settings_out_of_range_are_config_errors(setting):
+    with pytest.raises(ConfigError, match=next(iter(setting))):
+        SynthConfig(**setting)
