@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from autolabel.errors import ConfigError
 from autolabel.labels import IGNORE
 
 GRID_STEP = 0.01
@@ -91,7 +92,7 @@ class Calibration:
         """The lowest grid threshold whose kept pixels reach `target_accuracy` (the most coverage at that
         accuracy), or None when no threshold of the grid reaches it."""
         if not 0.0 < target_accuracy <= 1.0:
-            raise ValueError(f"target accuracy must be in (0, 1], got {target_accuracy}")
+            raise ConfigError(f"target accuracy must be in (0, 1], got {target_accuracy}")
         for t in THRESHOLD_GRID:
             point = self.point(t)
             if point.kept and point.accuracy >= target_accuracy:

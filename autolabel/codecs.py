@@ -28,6 +28,8 @@ from zarr.core.buffer import Buffer, NDBuffer
 from zarr.core.common import parse_named_configuration
 from zarr.registry import register_codec
 
+from autolabel.errors import ConfigError
+
 
 class _ImageCodec(ArrayBytesCodec):
     """A uint8 map (1, ..., 1, H, W) as one lossless image; subclasses name the codec and its coder."""
@@ -124,7 +126,7 @@ class CodecChoice:
         """The zarr v3 codec chain of an array at `level` (default: the choice's default)."""
         level = self.default_level if level is None else level
         if not self.levels[0] <= level <= self.levels[1]:
-            raise ValueError(f"{self.name} level must be in {self.levels[0]}..{self.levels[1]}, got {level}")
+            raise ConfigError(f"{self.name} level must be in {self.levels[0]}..{self.levels[1]}, got {level}")
         if self.name == "zstd":
             return [BytesCodec(), ZstdCodec(level=level, checksum=False)]
         return [(WebpCodec if self.name == "webp" else JpegxlCodec)(level=level)]
@@ -147,4 +149,4 @@ def codec_choice(name: str) -> CodecChoice:
     try:
         return CODECS[name]
     except KeyError:
-        raise ValueError(f"unknown codec {name!r}; expected one of {', '.join(CODECS)}") from None
+        raise ConfigError(f"unknown codec {name!r}; expected one of {', '.join(CODECS)}") from None

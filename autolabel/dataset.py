@@ -26,7 +26,8 @@ from torch.utils.data import Dataset
 
 from autolabel.images import read_image, read_label
 from autolabel.labels import NUM_CLASSES, to_train_ids
-from autolabel.layout import DatasetError, LabelSource, list_samples
+from autolabel.errors import ConfigError, DatasetError
+from autolabel.layout import LabelSource, list_samples
 from autolabel.transforms import AugmentConfig, Pair, SegmentationTransform, eval_transform, train_transform
 
 logger = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ def class_uniform_plan(
     of images taken in a random order without repeats until every image has been used.
     """
     if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"class-uniform fraction must be in [0, 1], got {fraction}")
+        raise ConfigError(f"class-uniform fraction must be in [0, 1], got {fraction}")
     if not centroids_per_image:
         raise ValueError("class-uniform plan needs at least one image")
     holders: dict[int, list[int]] = {}

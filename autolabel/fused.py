@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from autolabel.errors import ConfigError, DatasetError
 from autolabel.dataset import Centre, SegmentationDataset, class_uniform_plan
 from autolabel.images import read_label
 from autolabel.labels import NUM_CLASSES, to_train_ids
@@ -75,7 +76,7 @@ def write_manifest(rows: Sequence[Mapping], path: Path) -> pa.Table:
 def read_manifest(path: Path) -> pa.Table:
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: fused manifest does not exist (autolabel fuse writes it)")
+        raise DatasetError(f"{path}: fused manifest does not exist (autolabel fuse writes it)")
     return pq.read_table(path)
 
 
@@ -116,7 +117,7 @@ class FusedDataset(SegmentationDataset):
                  *, class_uniform: float, fine_fraction: float | None, coarse_rare_only: bool, rare: Sequence[int],
                  seed: int) -> None:
         if fine_fraction is not None and not 0.0 <= fine_fraction <= 1.0:
-            raise ValueError(f"fine fraction must be in [0, 1], got {fine_fraction}")
+            raise ConfigError(f"fine fraction must be in [0, 1], got {fine_fraction}")
         self.fine_fraction = fine_fraction
         self.coarse_rare_only = coarse_rare_only
         self.rare = set(rare)
@@ -159,7 +160,7 @@ def fused_dataset(
     """Training dataset over a fused manifest (fine PNG + auto labels read from zarr + optional gtCoarse)."""
     table = read_manifest(manifest).to_pylist()
     if not table:
-        raise ValueError(f"{manifest}: fused manifest has no rows")
+        raise DatasetError(f"{manifest}: fused manifest has no rows")
     items = [FusedItem(Path(r["image"]), r["source"], r["label_png"], r["label_store"], r["label_key"]) for r in table]
     centroids = [{c["cls"]: (c["y"], c["x"]) for c in r["centroids"]} for r in table]
     fine_pixels = np.array([r["class_pixels"] for r in table if r["source"] == FINE] or [[0] * NUM_CLASSES])

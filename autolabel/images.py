@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from autolabel.layout import DatasetError
+from autolabel.errors import DatasetError
 
 
 class ImageReadError(DatasetError):

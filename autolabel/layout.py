@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from autolabel.errors import DatasetError
+
 IMAGE_DIR = "leftImg8bit"
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SOURCES = ("gtFine", "gtCoarse")
@@ -21,10 +23,6 @@ LabelSource = Literal["gtFine", "gtCoarse"]
 
 STEM_PATTERN = re.compile(r"^[a-z][a-z_\-]*_\d{6}_\d{6}$")
 """A Cityscapes stem: {city}_{sequence:06d}_{frame:06d}."""
-
-
-class DatasetError(ValueError):
-    """A dataset root, split or file is missing or malformed; the message names the path."""
 
 
 @dataclass(frozen=True)

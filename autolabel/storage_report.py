@@ -16,7 +16,8 @@ from rich.table import Table
 
 from autolabel.images import encode_png
 from autolabel.labels import CLASS_NAMES, NUM_CLASSES
-from autolabel.store import CONFIDENCE, LABELS, LabelStore, StoreError
+from autolabel.errors import StoreError
+from autolabel.store import CONFIDENCE, LABELS, LabelStore
 
 EXTRAPOLATION_IMAGES = 19_998
 """Cityscapes train_extra: the coarse images the teacher labels."""

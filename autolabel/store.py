@@ -47,6 +47,7 @@ from zarr.storage import FsspecStore, LocalStore
 
 from autolabel.codecs import DEFAULT_CODEC, CodecChoice, codec_choice
 from autolabel.dataset import class_centroids
+from autolabel.errors import ConfigError, StoreError
 from autolabel.labels import IGNORE, NUM_CLASSES
 from autolabel.layout import validate_stem
 
@@ -61,10 +62,6 @@ SEQUENCES = FRAMES = 1_000_000
 """The (seq, frame) grid of a city: Cityscapes numbers both with 6 digits."""
 
 Mode = Literal["r", "a"]
-
-
-class StoreError(RuntimeError):
-    """The label store is missing, malformed, or used against its rules; the message names the URL."""
 
 
 class ImageNotStoredError(StoreError, LookupError):
@@ -92,7 +89,7 @@ class Provenance:
         if not self.scales or any(s <= 0 for s in self.scales):
             raise ValueError(f"scales must be positive numbers, got {self.scales}")
         if not 0.0 <= self.threshold < 1.0:
-            raise ValueError(f"threshold must be in [0, 1), got {self.threshold!r}")
+            raise ConfigError(f"threshold must be in [0, 1), got {self.threshold!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "scales": list(self.scales)}
@@ -446,7 +443,7 @@ class LabelStore:
         """Labels [y0:y1, x0:x1] (y1-y0, x1-x0) of a complete image."""
         record = self.record(image_id)
         if not (0 <= y0 < y1 <= record.height and 0 <= x0 < x1 <= record.width):
-            raise ValueError(f"{self.url}: window y[{y0}:{y1}] x[{x0}:{x1}] is outside {image_id} "
+            raise StoreError(f"{self.url}: window y[{y0}:{y1}] x[{x0}:{x1}] is outside {image_id} "
                              f"({record.height}x{record.width})")
         _, seq, frame = image_position(image_id)
         array = self._array(LABELS, *self._location(record))
@@ -523,9 +520,9 @@ class LabelStore:
 
     def _check_confidence(self, image_id: str, shape: tuple[int, ...], confidence: np.ndarray | None) -> None:
         if self.provenance.keep_confidence and confidence is None:
-            raise ValueError(f"{self.url}: store keeps confidence maps; none given for {image_id}")
+            raise StoreError(f"{self.url}: store keeps confidence maps; none given for {image_id}")
         if not self.provenance.keep_confidence and confidence is not None:
-            raise ValueError(f"{self.url}: store was created without keep_confidence; got one for {image_id}")
+            raise StoreError(f"{self.url}: store was created without keep_confidence; got one for {image_id}")
         if confidence is not None and (confidence.dtype != np.uint8 or confidence.shape != shape):
             raise ValueError(
                 f"confidence of {image_id} must be uint8 {shape}, got {confidence.dtype} {confidence.shape}"

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 import torch
 
+from autolabel.errors import ConfigError
 from autolabel.labels import IGNORE
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32) * 255.0
@@ -191,18 +192,18 @@ class AugmentConfig:
 
     def __post_init__(self) -> None:
         if len(self.crop) != 2 or min(self.crop) < 1:
-            raise ValueError(f"crop must be (h, w) with positive sides, got {self.crop}")
+            raise ConfigError(f"crop must be (h, w) with positive sides, got {self.crop}")
         if not 0.0 < self.scale[0] <= self.scale[1]:
-            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {self.scale}")
+            raise ConfigError(f"scale must be (low, high) with 0 < low <= high, got {self.scale}")
         if not 0.0 <= self.jitter <= 0.5:
-            raise ValueError(f"jitter must be in [0, 0.5], got {self.jitter}")
+            raise ConfigError(f"jitter must be in [0, 0.5], got {self.jitter}")
 
     @classmethod
     def preset(cls, name: str) -> AugmentConfig:
         """`tiny` (64x128 crops, tests), `w18s` (512x1024), `w48` (1024x2048, the reference recipe)."""
         crops = {"tiny": (64, 128), "w18s": (512, 1024), "w48": (1024, 2048)}
         if name not in crops:
-            raise ValueError(f"unknown augmentation preset {name!r}; expected one of {sorted(crops)}")
+            raise ConfigError(f"unknown augmentation preset {name!r}; expected one of {sorted(crops)}")
         return cls(crop=crops[name])
 
 

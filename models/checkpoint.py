@@ -12,12 +12,10 @@ from pathlib import Path
 
 import torch
 
+from autolabel.errors import CheckpointError
+
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("config", "state_dict", "metadata")
-
-
-class CheckpointError(ValueError):
-    """A file is not a readable autolabel checkpoint; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -60,15 +58,22 @@ def save_checkpoint(path: Path, ckpt: Checkpoint) -> str:
     return file_sha256(path)
 
 
+def one_line_reason(exc: BaseException) -> str:
+    """The line of a (possibly multi-line) torch.load error that says what is wrong."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    unpickler = [line for line in lines if "Unsupported global" in line or "WeightsUnpickler" in line]
+    return (unpickler or lines or [type(exc).__name__])[0]
+
+
 def load_checkpoint(path: Path) -> Checkpoint:
     """Load a checkpoint safely (weights_only=True) onto the CPU."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint does not exist")
+        raise CheckpointError(f"{path}: checkpoint does not exist")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt files
-        raise CheckpointError(f"{path}: not a readable autolabel checkpoint ({exc})") from exc
+        raise CheckpointError(f"{path}: not a readable autolabel checkpoint ({one_line_reason(exc)})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: not an autolabel checkpoint (format {FORMAT_VERSION} expected)")
     missing = [key for key in REQUIRED_KEYS if not isinstance(payload.get(key), dict)]

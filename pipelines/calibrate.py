@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autolabel.calibration import Calibration, ThresholdPoint
-from autolabel.layout import DatasetError
+from autolabel.errors import ConfigError, DatasetError
 from models.predict import DEFAULT_MAX_PIXELS
 from models.teacher import Teacher, load_model
 from pipelines.evaluate import labelled_images, predict_probabilities
@@ -61,7 +61,7 @@ def calibrate(
 ) -> CalibrationResult:
     """Coverage and accuracy of the teacher's thresholded labels on `split`'s gtFine labels, per threshold."""
     if not 0.0 < target_accuracy <= 1.0:
-        raise DatasetError(f"--target-accuracy must be in (0, 1], got {target_accuracy}")
+        raise ConfigError(f"--target-accuracy must be in (0, 1], got {target_accuracy}")
     if model is None:
         model, _ = load_model(checkpoint)
     model = model.to(device).eval()

@@ -13,6 +13,7 @@ from typing import Literal
 
 import numpy as np
 
+from autolabel.errors import ConfigError
 from autolabel.images import write_png
 from autolabel.labels import to_label_ids
 from autolabel.layout import validate_stem
@@ -47,7 +48,7 @@ def export(
 ) -> int:
     """Write every complete label map of the store as a PNG under `out_dir`; returns how many."""
     if format not in FORMATS:
-        raise ValueError(f"unknown export format {format!r}; expected one of {FORMATS}")
+        raise ConfigError(f"unknown export format {format!r}; expected one of {FORMATS}")
     store = LabelStore.open(store_url)
     image_ids = sorted(store.completed_ids())
     for i, image_id in enumerate(image_ids):

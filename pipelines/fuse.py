@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
+from autolabel.errors import ConfigError
 from autolabel.dataset import label_file_centroids
 from autolabel.fused import write_manifest
 from autolabel.images import read_label
@@ -77,7 +78,7 @@ def fuse(
     so are images of `coarse_split` missing from the store.
     """
     if labels is None and not coarse_gt:
-        raise ValueError("nothing to fuse with the fine labels: give a label store, --coarse-gt, or both")
+        raise ConfigError("nothing to fuse with the fine labels: give a label store, --coarse-gt, or both")
     root = Path(root).resolve()
     rows = _png_rows(root, fine_split, "gtFine", "fine")
     failed: list[str] = []

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from autolabel.images import image_shape, read_label
 from autolabel.labels import to_train_ids
-from autolabel.layout import DatasetError, LabelSource, list_samples
+from autolabel.errors import DatasetError
+from autolabel.layout import LabelSource, list_samples
 from autolabel.codecs import DEFAULT_CODEC
 from autolabel.store import LabelStore, Provenance
 

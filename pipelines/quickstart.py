@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from autolabel.errors import ConfigError, DatasetError
 from autolabel.store import LabelStore
 from autolabel.storage_report import storage_report
 from autolabel.synth import SynthConfig, generate
@@ -115,7 +116,7 @@ def _check_config(workdir: Path, config: QuickstartConfig) -> None:
         stored = json.loads(path.read_text())
         if stored != config.to_dict():
             diffs = ", ".join(f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in config.to_dict().items() if stored.get(k) != v)
-            raise ValueError(f"{workdir} holds a quickstart run with other settings ({diffs}); "
+            raise ConfigError(f"{workdir} holds a quickstart run with other settings ({diffs}); "
                              "use another work directory or --overwrite")
     else:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -169,7 +170,7 @@ def quickstart(workdir: Path, config: QuickstartConfig = QuickstartConfig(), rep
                         progress=lambda done, failed, total: reporter.progress(done + failed, total))
         if summary.failed:  # the stage stays unfinished, so a rerun retries them
             first, error = next(iter(summary.failed.items()))
-            raise ValueError(f"{len(summary.failed)} images could not be labelled (first: {first}: {error}); "
+            raise DatasetError(f"{len(summary.failed)} images could not be labelled (first: {first}: {error}); "
                              "rerun to retry them")
         return {"store": store_url, "images": summary.done + summary.skipped, "failed": len(summary.failed),
                 "images_per_s": summary.images_per_s}

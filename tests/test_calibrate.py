@@ -49,7 +49,7 @@ def test_result_lists_ten_thresholds_with_falling_coverage(root, teacher_checkpo
 
 
 def test_split_without_fine_labels_is_a_named_error(root, teacher_checkpoint):
-    from autolabel.layout import DatasetError
+    from autolabel.errors import DatasetError
 
     with pytest.raises(DatasetError, match="train_extra"):
         calibrate(root, teacher_checkpoint, "train_extra", scales=(1.0,))

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from autolabel.errors import CheckpointError
 from models.checkpoint import Checkpoint, file_sha256, load_checkpoint, save_checkpoint
 from models.teacher import Teacher, TeacherConfig, build_model, load_model
 
@@ -47,7 +48,7 @@ def test_checkpoint_sha256_is_the_files_sha256(tmp_path):
 def test_checkpoint_holding_arbitrary_objects_is_refused_by_the_safe_load(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": 1, "config": {}, "state_dict": {}, "metadata": {"x": _Payload()}}, path)
-    with pytest.raises(ValueError, match=str(path)):
+    with pytest.raises(CheckpointError, match=str(path)):
         load_checkpoint(path)
 
 
@@ -59,7 +60,7 @@ def test_checkpoint_holding_arbitrary_objects_is_refused_by_the_safe_load(tmp_pa
 def test_corrupt_file_error_names_the_path(tmp_path, content):
     path = tmp_path / "broken.pt"
     path.write_bytes(content)
-    with pytest.raises(ValueError, match=str(path)):
+    with pytest.raises(CheckpointError, match=str(path)):
         load_checkpoint(path)
 
 
@@ -67,7 +68,7 @@ def test_truncated_checkpoint_error_names_the_path(tmp_path):
     path = tmp_path / "teacher.pt"
     save_checkpoint(path, _checkpoint(_trained_model()))
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(ValueError, match=str(path)):
+    with pytest.raises(CheckpointError, match=str(path)):
         load_checkpoint(path)
 
 
@@ -79,13 +80,13 @@ def test_truncated_checkpoint_error_names_the_path(tmp_path):
 def test_torch_file_that_is_not_a_checkpoint_error_names_the_path(tmp_path, payload):
     path = tmp_path / "other.pt"
     torch.save(payload, path)
-    with pytest.raises(ValueError, match=f"{path}.*checkpoint"):
+    with pytest.raises(CheckpointError, match=f"{path}.*checkpoint"):
         load_checkpoint(path)
 
 
 def test_missing_checkpoint_error_names_the_path(tmp_path):
     path = tmp_path / "absent.pt"
-    with pytest.raises(FileNotFoundError, match=str(path)):
+    with pytest.raises(CheckpointError, match=str(path)):
         load_checkpoint(path)
 
 

@@ -18,7 +18,8 @@ from autolabel.dataset import (
 )
 from autolabel.images import write_png
 from autolabel.labels import IGNORE, LABEL_ID_BY_NAME, TRAIN_ID_BY_NAME, to_train_ids
-from autolabel.layout import DatasetError, label_path, list_samples
+from autolabel.errors import DatasetError
+from autolabel.layout import label_path, list_samples
 from autolabel.transforms import AugmentConfig, eval_transform, train_transform
 
 H, W = 32, 64

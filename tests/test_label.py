@@ -17,7 +17,8 @@ import torch
 from autolabel.images import encode_png, read_image
 from autolabel.labels import IGNORE
 from autolabel.layout import list_samples
-from autolabel.store import LabelStore, ProvenanceMismatchError, Provenance, StoreError
+from autolabel.errors import StoreError
+from autolabel.store import LabelStore, ProvenanceMismatchError, Provenance
 from autolabel.threshold import CONFIDENCE_LEVELS, threshold_probs
 from autolabel.transforms import normalize_batch
 from models.predict import predict

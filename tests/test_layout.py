@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from autolabel.images import write_png
-from autolabel.layout import DatasetError, label_path, label_sources, list_samples, list_splits, validate_stem
+from autolabel.errors import DatasetError
+from autolabel.layout import label_path, label_sources, list_samples, list_splits, validate_stem
 
 
 def _image(root: Path, split: str, stem: str) -> Path:

@@ -10,8 +10,8 @@ import pytest
 import zarr
 from zarr.storage import LocalStore
 
+from autolabel.errors import DatasetError, StoreError
 from autolabel.labels import IGNORE, NUM_CLASSES
-from autolabel.layout import DatasetError
 from autolabel.store import (
     MANIFEST_SCHEMA,
     ImageNotStoredError,
@@ -57,7 +57,7 @@ def test_read_window_returns_that_part_of_the_image(tmp_path):
     labels = _labels(1, (100, 200))
     store.write(_id(1), labels, source="img.png")
     assert np.array_equal(store.read_window(_id(1), 20, 90, 33, 150), labels[20:90, 33:150])
-    with pytest.raises(ValueError, match="outside"):
+    with pytest.raises(StoreError, match="outside"):
         store.read_window(_id(1), 0, 101, 0, 10)
 
 
@@ -278,7 +278,7 @@ def test_confidence_maps_are_kept_when_the_store_keeps_them(tmp_path):
     store.write(_id(1), _labels(1), source="img.png", confidence=confidence, mean_confidence=0.7)
     assert np.array_equal(store.read_confidence(_id(1)), confidence)
     assert store.record(_id(1)).mean_confidence == 0.7
-    with pytest.raises(ValueError, match="keeps confidence"):
+    with pytest.raises(StoreError, match="keeps confidence"):
         store.write(_id(2), _labels(2), source="img.png")
 
 
