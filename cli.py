@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import functools
 import json
 import logging
@@ -280,6 +282,9 @@ def train(
     init: Annotated[Optional[Path], typer.Option(
         help="Start from this checkpoint's network and weights (e.g. a student continuing from its teacher) "
              "instead of a fresh --preset network.")] = None,
+    train_only: Annotated[Optional[str], typer.Option(
+        help="With --init: fit only these parts, comma-separated (point_head, attention, ocr, backbone), the rest "
+             "frozen with its BatchNorm statistics; e.g. point_head,attention for a converted teacher.")] = None,
     split: Annotated[str, typer.Option(help="Fine-labelled split to train on.")] = "train",
     class_uniform: Annotated[float, typer.Option(help="Fraction of crops centred on class centroids.")] = 0.5,
     checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N iterations.")] = 200,
@@ -296,6 +301,7 @@ def train(
                          crop=_parse_hw(crop, "--crop"), lr=lr, optimizer=optimizer, warmup_iters=warmup_iters,
                          eval_every=eval_every, workers=workers, device=device, manifest=manifest,
                          init=None if init is None else str(init),
+                         train_only=None if train_only is None else tuple(train_only.split(",")),
                          split=split, class_uniform=class_uniform, checkpoint_every=checkpoint_every, seed=seed,
                          loader_workers=loader_workers, fine_fraction=fine_fraction, coarse_rare_only=coarse_rare_only)
     _train(config, address)
@@ -313,6 +319,51 @@ def _train(config, address: str | None) -> None:
 
         final = run_training(config, reporter=report, address=address)
     console.print(f"model: {final}")
+
+
+# --------------------------------------------------------------------------- convert-checkpoint
+class CheckpointSource(str, enum.Enum):
+    """Implementations whose published checkpoints `convert-checkpoint` reads."""
+
+    nvidia = "nvidia"
+    hrnet_ocr = "hrnet-ocr"
+    mmseg = "mmseg"
+
+
+@command(name="convert-checkpoint")
+def convert_checkpoint(
+    src: Annotated[Path, typer.Argument(help="Checkpoint file of the named implementation (.pth).")],
+    source: Annotated[CheckpointSource, typer.Option(
+        "--from", help="nvidia: semantic-segmentation ocrnet.HRNet_Mscale (86.9 val at 0.5/1.0/2.0); hrnet-ocr: "
+                       "HRNet-Semantic-Segmentation HRNet-OCR W48 (81.6); mmseg: mmsegmentation OCRNet "
+                       "HRNetV2p-W48 (80.7-81.4).")],
+    out: Annotated[Path, typer.Option("--out", help="This project's checkpoint to write.")],
+    preset: Annotated[str, typer.Option(help="Network widths of the source (w48 for the published teachers).")] = "w48",
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Turn a published teacher's checkpoint into one that `evaluate`, `label`, `calibrate` and `train --init` use.
+
+    The file is opened without running any code it may hold. The converted network computes what the source
+    computes (its key names, conv biases, upsampling corners and input normalisation are translated). Parts the
+    source lacks, the PointRend point head (and the scale attention for hrnet-ocr and mmseg), are listed as
+    untrained: fit them with `train --init OUT --train-only point_head,attention`, or label with --no-pointrend
+    and --scales 1.0.
+    """
+    from pipelines.convert import convert
+
+    summary = convert(src, source.value, out, preset)
+    if json_:
+        print_json(dataclasses.asdict(summary))
+        return
+    console.print(f"converted {summary.source} checkpoint {src}: {summary.consumed} tensors, "
+                  f"{summary.folded_biases} conv biases folded into BatchNorm, {len(summary.skipped)} training-only "
+                  f"entries skipped; inputs {summary.input['channels']} normalised as the source was trained",
+                  highlight=False, soft_wrap=True)
+    if summary.untrained:
+        console.print(f"[yellow]untrained:[/yellow] {', '.join(summary.untrained)} (fit with train --init "
+                      f"{out} --train-only {','.join(summary.untrained)})", highlight=False, soft_wrap=True)
+    console.print(f"model: {summary.out} (sha256 {summary.sha256[:12]}); published scales "
+                  f"{','.join(map(str, summary.recommended_scales))}", highlight=False, soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- evaluate

@@ -1,18 +1,16 @@
 """Training data: items of a split as augmented tensors, with class-uniform crops.
 
 Class-uniform sampling (as in hierarchical multi-scale attention): the centroid of every
-class present in a label map is recorded once (cached as Parquet outside the dataset);
+class present in a label map is recorded once (cached as Parquet in the training run's directory);
 each epoch, a fraction of the samples are crops centred on the centroid of a class drawn
 uniformly over classes, the rest are random crops.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,9 +22,10 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
+from autolabel.errors import ConfigError, DatasetError
+from autolabel.files import atomic_path
 from autolabel.images import read_image, read_label
 from autolabel.labels import NUM_CLASSES, to_train_ids
-from autolabel.errors import ConfigError, DatasetError
 from autolabel.layout import LabelSource, list_samples
 from autolabel.transforms import AugmentConfig, Pair, SegmentationTransform, eval_transform, train_transform
 
@@ -37,7 +36,6 @@ Centre = tuple[int, int]
 PlanEntry = tuple[int, Centre | None]
 """(item index, crop centre or None for a random crop)."""
 
-CACHE_ENV = "AUTOLABEL_CACHE"
 CENTROID_CACHE_SCHEMA = pa.schema(
     [
         ("path", pa.string()),
@@ -83,16 +81,6 @@ def class_centroids(label: np.ndarray, num_classes: int = NUM_CLASSES) -> dict[i
     return centroids
 
 
-def default_cache_dir() -> Path:
-    """`$AUTOLABEL_CACHE`, else `~/.cache/autolabel`."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "autolabel")
-
-
-def _cache_file(cache_dir: Path, label_dir: Path, num_classes: int) -> Path:
-    digest = hashlib.sha256(str(label_dir).encode()).hexdigest()[:24]
-    return cache_dir / "centroids" / f"{digest}-c{num_classes}.parquet"
-
-
 def _stamp(path: Path) -> tuple[str, int, int]:
     try:
         st = path.stat()
@@ -128,10 +116,8 @@ def _write_cache(file: Path, entries: Mapping[tuple[str, int, int], Mapping[int,
         for (path, size, mtime), cents in entries.items()
     ]
     try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=file.parent, suffix=".tmp", delete=False) as tmp:
-            pq.write_table(pa.Table.from_pylist(rows, schema=CENTROID_CACHE_SCHEMA), tmp.name)
-        os.replace(tmp.name, file)
+        with atomic_path(file) as tmp:
+            pq.write_table(pa.Table.from_pylist(rows, schema=CENTROID_CACHE_SCHEMA), tmp)
     except OSError as exc:
         logger.warning("cannot write centroid cache %s: %s", file, exc)
 
@@ -142,39 +128,26 @@ def _file_centroids(path: str, num_classes: int) -> dict[int, Centre]:
 
 def label_file_centroids(
     label_files: Sequence[Path],
-    cache_dir: Path | None = None,
+    cache_file: Path | None = None,
     num_classes: int = NUM_CLASSES,
     workers: int | None = None,
 ) -> list[dict[int, Centre]]:
     """Train-id class centroids of Cityscapes label-id PNGs, in order.
 
-    Cached per (absolute path, size, mtime) in one Parquet file per label folder under
-    `cache_dir` (default `default_cache_dir()`); a changed file is recomputed.
+    With `cache_file` (a Parquet file, kept with the run that uses it), entries are reused per (absolute path,
+    size, mtime) and a changed file is recomputed.
     """
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     stamps = [_stamp(Path(p).resolve()) for p in label_files]
-    by_file: dict[Path, list[tuple[str, int, int]]] = {}
-    for stamp in stamps:
-        by_file.setdefault(_cache_file(cache_dir, Path(stamp[0]).parent, num_classes), []).append(stamp)
-    cached = {file: _read_cache(file) for file in by_file}
-    known = {s: cents for entries in cached.values() for s, cents in entries.items()}
+    cached = _read_cache(cache_file) if cache_file is not None else {}
+    known = {s: cents for s, cents in cached.items() if s in set(stamps)}
     misses = sorted({s for s in stamps if s not in known})
     if misses:
         with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
             known.update(zip(misses, pool.map(lambda s: _file_centroids(s[0], num_classes), misses)))
-        missed = set(misses)
-        for file, wanted in by_file.items():
-            if missed.isdisjoint(wanted):
-                continue
-            wanted_paths = {s[0] for s in wanted}
-            kept = {s: c for s, c in cached[file].items() if s[0] not in wanted_paths}
-            _write_cache(file, kept | {s: known[s] for s in wanted})
-    logger.info(
-        "label centroids: %d cached, %d computed (cache %s)",
-        len(stamps) - len(misses),
-        len(misses),
-        cache_dir,
-    )
+        if cache_file is not None:
+            _write_cache(cache_file, {s: known[s] for s in stamps})
+    logger.info("label centroids: %d cached, %d computed (cache %s)", len(stamps) - len(misses), len(misses),
+                cache_file)
     return [known[s] for s in stamps]
 
 
@@ -308,27 +281,21 @@ def cityscapes_dataset(
     source: LabelSource = "gtFine",
     augment: AugmentConfig | None = None,
     class_uniform: float = 0.0,
-    cache_dir: Path | None = None,
+    cache_file: Path | None = None,
     seed: int = 0,
     class_weights: Sequence[float] | None = None,
 ) -> SegmentationDataset:
     """A split of a Cityscapes-format root with `source` labels.
 
     `augment=None` gives unaugmented, normalised full images; `class_uniform` (e.g. 0.5)
-    centres that fraction of the crops on class centroids, cached under `cache_dir`, which
-    must lie outside `root`.
+    centres that fraction of the crops on class centroids, cached in `cache_file` when given.
     """
     samples = list_samples(Path(root), split, source)
     centroids = None
     if class_uniform > 0:
         if augment is None:
             raise ValueError("class-uniform sampling centres crops, so it needs augment=AugmentConfig(...)")
-        cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        if cache_dir.resolve().is_relative_to(Path(root).resolve()):
-            raise ValueError(
-                f"cache dir {cache_dir} is inside the dataset root {root}; datasets are read-only"
-            )
-        centroids = label_file_centroids([s.label for s in samples], cache_dir)
+        centroids = label_file_centroids([s.label for s in samples], cache_file)
     transform = eval_transform() if augment is None else train_transform(augment)
     return SegmentationDataset(
         samples,

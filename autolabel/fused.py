@@ -16,8 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from autolabel.errors import ConfigError, DatasetError
 from autolabel.dataset import Centre, SegmentationDataset, class_uniform_plan
+from autolabel.errors import ConfigError, DatasetError
+from autolabel.files import atomic_path
 from autolabel.images import read_label
 from autolabel.labels import NUM_CLASSES, to_train_ids
 from autolabel.store import LabelStore
@@ -65,11 +66,8 @@ def write_manifest(rows: Sequence[Mapping], path: Path) -> pa.Table:
                 value = [{"cls": int(c), "y": int(y), "x": int(x)} for c, (y, x) in sorted(value.items())]
             columns[name].append(value)
     table = pa.table(columns, schema=MANIFEST_SCHEMA)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    with atomic_path(Path(path)) as tmp:
+        pq.write_table(table, tmp)
     return table
 
 

@@ -41,7 +41,7 @@ from pipelines.fuse import fuse
 from pipelines.ingest import import_labels
 from pipelines.label import label, rethreshold
 from pipelines.quality import coarse_quality, store_quality
-from pipelines.quickstart import Stages
+from pipelines.stages import StageGraph
 from pipelines.train import TrainConfig, learning_curve, train
 
 log = logging.getLogger(__name__)
@@ -130,33 +130,36 @@ def _scores(result: dict) -> dict:
 
 def run_experiment(args: argparse.Namespace, workdir: Path) -> dict:
     """Every stage (each reused when already in `workdir`); the figures of the report."""
-    stages = Stages(workdir, LogReporter())
+    stages = StageGraph(workdir, LogReporter())
     root, truth = workdir / "data", workdir / "data_truth"
     scales = tuple(args.scales)
     synth = SynthConfig(train=args.train, val=args.val, train_extra=args.train_extra, height=args.height,
                         width=args.width, seed=args.seed)
-    stages.run("synth", lambda: generate(root, truth, synth, overwrite=True).to_dict())
+    stages.run("synth", lambda: generate(root, truth, synth, overwrite=True).to_dict(), outputs=[root, truth],
+               params=asdict(synth))
 
     teacher_config = _train_config(args, root, workdir / "teacher", preset=args.teacher_preset,
                                    iters=args.teacher_iters, seed=args.seed, lr=args.lr)
-    teacher_run = stages.run("train_teacher", lambda: _trained(teacher_config))
+    teacher_run = stages.run("train_teacher", lambda: _trained(teacher_config), after=["synth"],
+                             params=asdict(teacher_config))
     teacher = teacher_run["checkpoint"]
     teacher_eval = stages.run("evaluate_teacher", lambda: _scores(
-        evaluate(root, Path(teacher), "val", scales, True, device=args.device)))
+        evaluate(root, Path(teacher), "val", scales, True, device=args.device)), after=["train_teacher"])
 
     low, high = THRESHOLDS
     stages.run("label", lambda: label(
         root, teacher, _store(workdir, low), split="train_extra", scales=scales, pointrend=True, threshold=low,
         workers=args.label_workers, gpus_per_worker=1.0 / args.label_workers if args.device == "cuda" else 0,
-        keep_confidence=True).to_dict())
-    stages.run("rethreshold", lambda: rethreshold(_store(workdir, low), high, _store(workdir, high)).to_dict())
+        keep_confidence=True).to_dict(), after=["train_teacher"], outputs=[_store(workdir, low)])
+    stages.run("rethreshold", lambda: rethreshold(_store(workdir, low), high, _store(workdir, high)).to_dict(),
+               after=["label"], outputs=[_store(workdir, high)])
     quality = stages.run("quality", lambda: {
         "gtCoarse": coarse_quality(root, truth, "train_extra").to_dict(),
         **{f"auto-coarse @{t}": store_quality(_store(workdir, t), truth, "train_extra").to_dict() for t in THRESHOLDS},
-    })
+    }, after=["synth", "label", "rethreshold"])
 
     oracle = str(workdir / "oracle.zarr")
-    stages.run("oracle", lambda: oracle_store(root, truth, oracle))
+    stages.run("oracle", lambda: oracle_store(root, truth, oracle), after=["synth"], outputs=[oracle])
 
     init = teacher if args.student_init == "teacher" else None
     students: list[StudentScore] = []
@@ -165,17 +168,22 @@ def run_experiment(args: argparse.Namespace, workdir: Path) -> dict:
         if arm.key != "fine":
             manifest = str(workdir / f"fused_{arm.key}.parquet")
             labels = oracle if arm.oracle else _store(workdir, arm.threshold) if arm.threshold is not None else None
+            upstream = ["synth", "oracle" if arm.oracle else "rethreshold" if arm.threshold is not None else "synth"]
             stages.run(f"fuse_{arm.key}", lambda: asdict(fuse(root, Path(manifest), labels=labels,
-                                                              coarse_gt=arm.coarse_gt)))
+                                                              coarse_gt=arm.coarse_gt)),
+                       after=upstream, outputs=[manifest])
         runs, curves = [], []
         for seed in args.seeds:
             config = _train_config(args, root, workdir / "students" / f"{arm.key}_seed{seed}", preset=args.preset,
                                    iters=args.student_iters, seed=seed, lr=args.student_lr, manifest=manifest,
                                    init=init)
-            run = stages.run(f"student_{arm.key}_seed{seed}", lambda: _trained(config))
+            fused_stage = [f"fuse_{arm.key}"] if manifest else ["synth"]
+            run = stages.run(f"student_{arm.key}_seed{seed}", lambda: _trained(config),
+                             after=["train_teacher", *fused_stage], params=asdict(config))
             curves.append(run["learning_curve"])
             runs.append(stages.run(f"evaluate_{arm.key}_seed{seed}", lambda: _scores(
-                evaluate(root, Path(run["checkpoint"]), "val", scales, True, device=args.device))))
+                evaluate(root, Path(run["checkpoint"]), "val", scales, True, device=args.device)),
+                after=[f"student_{arm.key}_seed{seed}"]))
         students.append(_student_score(arm, tuple(args.seeds), runs, curves[0]))
     label_sets = [LabelSetScore(name, q["images"], q["labelled_fraction"], q["accuracy"]) for name, q in quality.items()]
     return {"teacher": teacher_eval, "teacher_curve": teacher_run["learning_curve"], "label_sets": label_sets,

@@ -31,7 +31,7 @@ from rich.table import Table
 from autolabel.synth import SynthConfig, generate
 from benchmarks.machine import machine
 from pipelines.evaluate import evaluate
-from pipelines.quickstart import Stages
+from pipelines.stages import StageGraph
 from pipelines.train import TrainConfig, train
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class Score:
 
 
 class LogReporter:
-    """Stage reporter for `Stages`: one log line per stage."""
+    """Stage reporter for `StageGraph`: one log line per stage."""
 
     def stage(self, name: str, reused: bool) -> None:
         log.info("%s %s", "reusing" if reused else "running", name)
@@ -140,18 +140,21 @@ def timed_evaluate(root: Path, checkpoint: str, scales: tuple[float, ...], point
 
 
 def run_ablation(args: argparse.Namespace, workdir: Path) -> list[Score]:
-    stages = Stages(workdir, LogReporter())
+    stages = StageGraph(workdir, LogReporter())
     root, truth = workdir / "data", workdir / "data_truth"
     synth = SynthConfig(train=args.train, val=args.val, train_extra=0, height=args.height, width=args.width,
                         seed=args.seed)
-    stages.run("synth", lambda: generate(root, truth, synth, overwrite=True).to_dict())
+    stages.run("synth", lambda: generate(root, truth, synth, overwrite=True).to_dict(), outputs=[root],
+               params=asdict(synth))
     scores = []
     for variant in VARIANTS:
         config = train_config(args, root, workdir / "runs" / variant.key, variant)
-        run = stages.run(f"train_{variant.key}", lambda: timed_train(config))
+        run = stages.run(f"train_{variant.key}", lambda: timed_train(config), after=["synth"],
+                         params=asdict(config))
         for scales, pointrend in variant.inference():
             name = f"eval_{variant.key}_{'-'.join(map(str, scales))}_pointrend{int(pointrend)}"
-            result = stages.run(name, lambda: timed_evaluate(root, run["checkpoint"], scales, pointrend, args.device))
+            result = stages.run(name, lambda: timed_evaluate(root, run["checkpoint"], scales, pointrend, args.device),
+                                after=[f"train_{variant.key}"])
             scores.append(Score(variant.name, scales, pointrend, result["miou"], result["boundary_iou"],
                                 result["pixel_accuracy"], run["seconds"], run["images_per_s"], result["seconds"]))
     return scores

@@ -6,13 +6,13 @@ A checkpoint file alone rebuilds its model; the sha256 of the file is its identi
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from autolabel.errors import CheckpointError
+from autolabel.files import atomic_path
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("config", "state_dict", "metadata")
@@ -38,7 +38,6 @@ def file_sha256(path: Path) -> str:
 def save_checkpoint(path: Path, ckpt: Checkpoint) -> str:
     """Write atomically (a crash never leaves a half-written file); return the file's sha256."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT_VERSION,
         "config": ckpt.config,
@@ -46,15 +45,8 @@ def save_checkpoint(path: Path, ckpt: Checkpoint) -> str:
         "metadata": ckpt.metadata,
         "extra": ckpt.extra,
     }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())  # the data is on disk before the name points at it
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return file_sha256(path)
 
 

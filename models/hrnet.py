@@ -35,6 +35,9 @@ class HRNetConfig:
     """HighResolutionModules in stages 2, 3 and 4."""
     branch_blocks: int = 4
     """BasicBlocks per branch in every HighResolutionModule."""
+    align_corners: bool = False
+    """Bilinear upsampling of lower-resolution branches (fusion and head input) with align_corners=True, as
+    the official HRNet-OCR trained its weights; NVIDIA's and mmsegmentation's use False."""
 
     def __post_init__(self) -> None:
         # Checkpoints and JSON hand sequences back as lists; keep the config hashable.
@@ -99,9 +102,9 @@ def conv_bn(
     return nn.Sequential(*layers)
 
 
-def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+def resize(x: torch.Tensor, size: Sequence[int], align_corners: bool = False) -> torch.Tensor:
     """Bilinear resize of (N, C, h, w) to (N, C, *size)."""
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=align_corners)
 
 
 class BasicBlock(nn.Module):
@@ -163,8 +166,9 @@ def _fuse_layer(widths: Sequence[int], source: int, target: int) -> nn.Module:
 class HighResolutionModule(nn.Module):
     """Parallel branches of BasicBlocks, then every branch receives the sum of all others."""
 
-    def __init__(self, widths: Sequence[int], num_blocks: int) -> None:
+    def __init__(self, widths: Sequence[int], num_blocks: int, align_corners: bool = False) -> None:
         super().__init__()
+        self.align_corners = align_corners
         self.branches = nn.ModuleList(
             nn.Sequential(*(BasicBlock(width) for _ in range(num_blocks))) for width in widths
         )
@@ -185,7 +189,7 @@ class HighResolutionModule(nn.Module):
                 if source < target:
                     total = total + layer(x)
                 elif source > target:
-                    total = total + resize(layer(x), size)
+                    total = total + resize(layer(x), size, self.align_corners)
             fused.append(self.relu(total))
         return fused
 
@@ -240,7 +244,10 @@ class HRNet(nn.Module):
 
     def _stage(self, widths: Sequence[int], num_modules: int) -> nn.Sequential:
         return nn.Sequential(
-            *(HighResolutionModule(widths, self.config.branch_blocks) for _ in range(num_modules))
+            *(
+                HighResolutionModule(widths, self.config.branch_blocks, self.config.align_corners)
+                for _ in range(num_modules)
+            )
         )
 
     @property
@@ -262,7 +269,7 @@ class HRNet(nn.Module):
         return self.stage4(_apply_transition(self.transition3, feats))
 
 
-def concat_branches(feats: Sequence[torch.Tensor]) -> torch.Tensor:
+def concat_branches(feats: Sequence[torch.Tensor], align_corners: bool = False) -> torch.Tensor:
     """Branches resized to the first one's size and concatenated: (N, sum(widths), H/4, W/4)."""
     size = feats[0].shape[-2:]
-    return torch.cat([feats[0], *(resize(x, size) for x in feats[1:])], dim=1)
+    return torch.cat([feats[0], *(resize(x, size, align_corners) for x in feats[1:])], dim=1)

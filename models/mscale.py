@@ -112,3 +112,44 @@ def fuse_scales(preds: Mapping[float, torch.Tensor], attns: Mapping[float, torch
         _check_attention(preds[s], attns[s], s)
         pred = _blend(pred, preds[s], attns[s])
     return pred
+
+
+FUSIONS = ("feature", "image")
+"""Where multi-scale inference fuses: `feature` on the highest scale's stride-4 grid (`fuse_scales`, which PointRend
+then refines), `image` on the images' grids as NVIDIA's `nscale_forward` does (`fuse_scales_on_images`)."""
+
+
+def fuse_scales_on_images(
+    preds: Mapping[float, torch.Tensor],
+    attns: Mapping[float, torch.Tensor],
+    image_sizes: Mapping[float, tuple[int, int]],
+    align_corners: bool = False,
+) -> torch.Tensor:
+    """Inference fusion on the images' grids, from the highest scale down (NVIDIA's n-scale inference).
+
+    Each scale's logits (N, K, h_s, w_s) and attention (N, 1, h_s, w_s) are first resized to that scale's input
+    size `image_sizes[s]`. Scales >= 1 blend in their own grid (the running prediction resized to it); scales < 1
+    are resized up to the running prediction's grid after weighting by their attention. Returns (N, K, H, W) on the
+    grid of the lowest scale >= 1 (scale 1.0's input size when 1.0 is among them).
+    """
+    if not preds:
+        raise ValueError("fuse_scales_on_images needs at least one scale")
+    pred = None
+    for s in sorted(preds, reverse=True):
+        size = tuple(image_sizes[s])
+        logits = F.interpolate(preds[s], size=size, mode="bilinear", align_corners=align_corners)  # (N, K, Hs, Ws)
+        if pred is None:
+            pred = logits
+            continue
+        if s not in attns:
+            raise ValueError(f"no attention map for scale {s}; every scale but the highest needs one")
+        attn = F.interpolate(attns[s], size=size, mode="bilinear", align_corners=align_corners)  # (N, 1, Hs, Ws)
+        if s >= 1.0:
+            pred = F.interpolate(pred, size=size, mode="bilinear", align_corners=align_corners)
+            pred = attn * logits + (1 - attn) * pred
+        else:
+            target = tuple(pred.shape[-2:])
+            weighted = F.interpolate(attn * logits, size=target, mode="bilinear", align_corners=align_corners)
+            attn = F.interpolate(attn, size=target, mode="bilinear", align_corners=align_corners)
+            pred = weighted + (1 - attn) * pred
+    return pred

@@ -11,7 +11,11 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from autolabel.errors import ConfigError
 from models.hrnet import conv_bn
+
+GATHER_SOFTMAX_AXES = {"pixels": 2, "classes": 1}
+"""`OCRConfig.gather_softmax` names -> axis of the flattened (N, K, hw) region logits."""
 
 AUX_LOSS_WEIGHT = 0.4
 """Weight of the cross-entropy on `OCROutput.aux_logits` (the main logits weigh 1.0)."""
@@ -27,12 +31,19 @@ class OCRConfig:
     """Channels of the query / key / value space of the object attention."""
     dropout: float = 0.05
     """Dropout2d probability before the classifier."""
+    gather_softmax: str = "pixels"
+    """Axis of the soft object regions' softmax in `spatial_gather`: `pixels` (each class map sums to 1 over the
+    image; the published OCR weights expect it) or `classes` (each pixel's weights sum to 1 over the classes)."""
 
     def __post_init__(self) -> None:
         if self.mid_channels < 1 or self.key_channels < 1:
             raise ValueError(f"OCRConfig channels must be >= 1, got {self}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"OCRConfig.dropout must be in [0, 1), got {self.dropout}")
+        if self.gather_softmax not in GATHER_SOFTMAX_AXES:
+            raise ConfigError(
+                f"OCRConfig.gather_softmax must be one of {', '.join(GATHER_SOFTMAX_AXES)}, got {self.gather_softmax!r}"
+            )
 
     @classmethod
     def preset(cls, name: str) -> OCRConfig:
@@ -63,12 +74,12 @@ class OCROutput(NamedTuple):
     """(N, mid_channels, h, w) object-contextual features the classifier reads."""
 
 
-def spatial_gather(feats: torch.Tensor, region_logits: torch.Tensor) -> torch.Tensor:
-    """Class centres: features averaged with each class map's softmax over pixels.
+def spatial_gather(feats: torch.Tensor, region_logits: torch.Tensor, softmax_over: str = "pixels") -> torch.Tensor:
+    """Class centres: features weighted by the region logits' softmax over pixels (or over classes).
 
     feats (N, C, h, w), region_logits (N, K, h, w) -> centres (N, K, C).
     """
-    weights = region_logits.flatten(2).softmax(dim=2)  # (N, K, hw), each row sums to 1
+    weights = region_logits.flatten(2).softmax(dim=GATHER_SOFTMAX_AXES[softmax_over])  # (N, K, hw)
     return weights @ feats.flatten(2).transpose(1, 2)  # (N, K, hw) @ (N, hw, C) -> (N, K, C)
 
 
@@ -123,7 +134,7 @@ class OCRHead(nn.Module):
     def forward(self, feats: torch.Tensor) -> OCROutput:
         aux_logits = self.aux_head(feats)  # (N, K, h, w)
         pixels = self.conv3x3(feats)  # (N, mid, h, w)
-        centres = spatial_gather(pixels, aux_logits)  # (N, K, mid)
+        centres = spatial_gather(pixels, aux_logits, self.config.gather_softmax)  # (N, K, mid)
         context = self.object_context(pixels, centres)  # (N, mid, h, w)
         mid = self.fuse(torch.cat([context, pixels], dim=1))  # (N, mid, h, w)
         return OCROutput(self.classifier(mid), aux_logits, mid)

@@ -277,12 +277,25 @@ def subdivision_inference(
     logits = coarse_logits
     for size in subdivision_sizes(coarse_hw, output_hw, steps):
         logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)  # (N, K, H, W)
-        n, k, h, w = logits.shape
-        indices, coords = get_uncertain_point_coords_on_grid(calculate_uncertainty(logits), points)  # (N, P)
-        refined = predict_points(point_head, fine_features, coarse_logits, coords)  # (N, K, P)
-        logits = (
-            logits.reshape(n, k, h * w)
-            .scatter(2, indices.unsqueeze(1).expand(-1, k, -1), refined.to(logits.dtype))
-            .view(n, k, h, w)
-        )
+        logits = refine_uncertain(logits, coarse_logits, fine_features, point_head, points)
     return logits
+
+
+def refine_uncertain(
+    logits: torch.Tensor,
+    coarse_logits: torch.Tensor,
+    fine_features: torch.Tensor,
+    point_head: PointPredictor,
+    points: int,
+) -> torch.Tensor:
+    """Replace the `points` most uncertain cells of logits (N, K, H, W) by the point head's prediction from the
+    fine features (N, C, hf, wf) and the coarse logits (N, K, h, w) at the cell centres: one subdivision step
+    without the upsampling. Returns (N, K, H, W)."""
+    n, k, h, w = logits.shape
+    indices, coords = get_uncertain_point_coords_on_grid(calculate_uncertainty(logits), points)  # (N, P)
+    refined = predict_points(point_head, fine_features, coarse_logits, coords)  # (N, K, P)
+    return (
+        logits.reshape(n, k, h * w)
+        .scatter(2, indices.unsqueeze(1).expand(-1, k, -1), refined.to(logits.dtype))
+        .view(n, k, h, w)
+    )

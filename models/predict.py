@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from models.mscale import fuse_scales, scaled
-from models.pointrend import subdivision_inference
+from models.mscale import fuse_scales, fuse_scales_on_images, scaled
+from models.pointrend import refine_uncertain, subdivision_inference
 from models.teacher import ScaleOutput, Teacher
 
 FEATURE_STRIDE = 4
@@ -115,21 +115,45 @@ def predict_logits(model: Teacher, images: torch.Tensor, options: PredictOptions
     """Fused (and PointRend-refined) logits (N, K, H, W) at input resolution for one batch."""
     h, w = images.shape[-2:]
     highest = options.scales[0]  # its attention is never used
-    outputs = {
-        s: run_windows(model, scaled(images, s), options.max_pixels, attention=s != highest) for s in options.scales
-    }
+    inputs = {s: scaled(images, s) for s in options.scales}
+    outputs = {s: run_windows(model, x, options.max_pixels, attention=s != highest) for s, x in inputs.items()}
+    use_pointrend = options.pointrend and model.config.use_pointrend
+    if model.config.fusion == "image":
+        return _predict_on_images(model, inputs, outputs, (h, w), use_pointrend)
     fused = fuse_scales(
         {s: o.logits for s, o in outputs.items()},
         {s: o.attention for s, o in outputs.items() if o.attention is not None},
     )
-    use_pointrend = options.pointrend and model.config.use_pointrend
     if not use_pointrend:
-        return F.interpolate(fused.float(), size=(h, w), mode="bilinear", align_corners=False)
+        return F.interpolate(fused.float(), size=(h, w), mode="bilinear", align_corners=model.config.align_corners)
     # The fused logits live on the stride-4 grid of the highest scale (stride 2 of the input at scale 2.0):
     # refine them there, from that scale's fine features, so nothing the highest scale resolved is lost.
     fine = outputs[highest].fine  # (N, C, ~h*s/4, ~w*s/4)
     steps, points = model.config.pointrend.subdivision(tuple(fused.shape[-2:]), (h, w))
     return subdivision_inference(fused.float(), fine.float(), model.point_head, (h, w), steps, points)
+
+
+def _predict_on_images(
+    model: Teacher,
+    inputs: dict[float, torch.Tensor],
+    outputs: dict[float, ScaleOutput],
+    output_hw: tuple[int, int],
+    use_pointrend: bool,
+) -> torch.Tensor:
+    """`image` fusion: logits and attentions resized to each scale's input, fused on the images' grids, then the
+    most uncertain pixels of the fused map (N, K, H, W) predicted again by the point head."""
+    fused = fuse_scales_on_images(
+        {s: o.logits.float() for s, o in outputs.items()},
+        {s: o.attention.float() for s, o in outputs.items() if o.attention is not None},
+        {s: tuple(x.shape[-2:]) for s, x in inputs.items()},
+        model.config.align_corners,
+    )
+    fused = F.interpolate(fused, size=output_hw, mode="bilinear", align_corners=model.config.align_corners)
+    if not use_pointrend:
+        return fused
+    fine = outputs[max(outputs)].fine  # (N, C, ~h*s/4, ~w*s/4)
+    _, points = model.config.pointrend.subdivision(tuple(fine.shape[-2:]), output_hw)
+    return refine_uncertain(fused, fused, fine.float(), model.point_head, points)
 
 
 def predict(

@@ -14,11 +14,13 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from autolabel.errors import ConfigError
 from autolabel.labels import NUM_CLASSES
 from models.checkpoint import Checkpoint, load_checkpoint
 from models.hrnet import HRNet, HRNetConfig, concat_branches
+from models.inputs import InputConfig, adapt_input
 from models.losses import segmentation_loss
-from models.mscale import MSCALE_TRAIN_SCALES, AttentionHead, fuse_pair, scaled
+from models.mscale import FUSIONS, MSCALE_TRAIN_SCALES, AttentionHead, fuse_pair, scaled
 from models.ocr import AUX_LOSS_WEIGHT, OCRConfig, OCRHead
 from models.pointrend import PointHead, PointRendConfig, point_loss, point_train_targets, predict_points
 
@@ -43,6 +45,20 @@ class TeacherConfig:
     scale_loss_weight: float = 0.0
     """Weight of the optional per-scale supervision (the reference uses 0.05 when enabled)."""
     point_loss_weight: float = 1.0
+    input: InputConfig = InputConfig()
+    """The input normalisation the weights were trained with (another one for converted teachers)."""
+    fusion: str = "feature"
+    """Multi-scale inference fusion: `feature` (on the highest scale's stride-4 grid, refined by PointRend
+    subdivision) or `image` (on the images' grids, as NVIDIA's n-scale inference; see `models.mscale.FUSIONS`)."""
+
+    def __post_init__(self) -> None:
+        if self.fusion not in FUSIONS:
+            raise ConfigError(f"TeacherConfig.fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+
+    @property
+    def align_corners(self) -> bool:
+        """align_corners of the network's own bilinear upsampling (its backbone's, and logits to image size)."""
+        return self.backbone.align_corners
 
     @classmethod
     def preset(cls, name: str, **overrides) -> TeacherConfig:
@@ -63,6 +79,7 @@ class TeacherConfig:
             backbone=HRNetConfig(**data.pop("backbone")),
             ocr=OCRConfig(**data.pop("ocr")),
             pointrend=PointRendConfig(**data.pop("pointrend")),
+            input=InputConfig(**data.pop("input", {})),
             **data,
         )
 
@@ -103,7 +120,8 @@ class Teacher(nn.Module):
 
         `attention=False` skips the attention head, whose map the highest scale of a fusion never uses.
         """
-        fine = concat_branches(self.backbone(images))  # (N, sum(widths), H/4, W/4)
+        images = adapt_input(images, self.config.input)  # (N, 3, H, W) as the weights were trained on
+        fine = concat_branches(self.backbone(images), self.config.align_corners)  # (N, sum(widths), H/4, W/4)
         ocr = self.ocr(fine)
         return ScaleOutput(ocr.logits, ocr.aux_logits, self.attention(ocr.mid) if attention else None, fine)
 

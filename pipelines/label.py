@@ -36,8 +36,9 @@ from autolabel.threshold import rethreshold as rethreshold_labels
 from autolabel.threshold import threshold_probs
 from autolabel.transforms import normalize_batch
 from models.checkpoint import file_sha256, load_checkpoint
+from models.parts import untrained_in_use
 from models.predict import DEFAULT_MAX_PIXELS, PredictOptions, predict
-from models.teacher import load_model
+from models.teacher import TeacherConfig, load_model
 
 log = logging.getLogger(__name__)
 
@@ -334,9 +335,14 @@ def label(
     """
     root, checkpoint = Path(root).resolve(), Path(checkpoint).resolve()  # workers run in other directories
     samples = list_samples(root, split)
-    load_checkpoint(checkpoint)  # a bad checkpoint fails here, naming the file, not in every actor
+    ckpt = load_checkpoint(checkpoint)  # a bad checkpoint fails here, naming the file, not in every actor
     options = PredictOptions(scales=tuple(scales), pointrend=pointrend, batch_size=batch_size, max_pixels=max_pixels,
                              flip=flip)
+    untrained = untrained_in_use(ckpt.metadata, TeacherConfig.from_dict(ckpt.config), options.scales, pointrend)
+    if untrained:
+        log.warning("%s: labelling with untrained %s (a converted teacher's missing parts): fit them first with "
+                    "`autolabel train ROOT --init %s --train-only %s`, or label with --scales 1.0 --no-pointrend",
+                    checkpoint.name, " and ".join(untrained), checkpoint, ",".join(untrained))
     provenance = Provenance(file_sha256(checkpoint), options.scales, threshold, pointrend, keep_confidence, flip)
     store = open_store(out, provenance, overwrite, codec)
     stored = store.completed_ids()

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
 
 from autolabel.errors import ConfigError, DatasetError
-from autolabel.store import LabelStore
+from autolabel.files import write_json_atomic
 from autolabel.storage_report import storage_report
+from autolabel.store import LabelStore
 from autolabel.synth import SynthConfig, generate
 from pipelines.evaluate import evaluate
 from pipelines.fuse import fuse
 from pipelines.label import label
 from pipelines.quality import coarse_quality, store_quality
+from pipelines.stages import Reporter, SilentReporter, StageGraph
 from pipelines.train import FINAL_MODEL, TrainConfig, learning_curve, train
 
 RESULTS = "results.json"
@@ -69,47 +68,6 @@ class QuickstartConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
-class Reporter(Protocol):
-    def stage(self, name: str, reused: bool) -> None: ...
-    def progress(self, done: int, total: int | None) -> None: ...
-
-
-class _Silent:
-    def stage(self, name: str, reused: bool) -> None:
-        pass
-
-    def progress(self, done: int, total: int | None) -> None:
-        pass
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-class Stages:
-    """Runs named stages once: a finished stage's result is read back from `stages/{name}.json`, as long as
-    the files it made are still there."""
-
-    def __init__(self, workdir: Path, reporter: Reporter) -> None:
-        self.dir = workdir / "stages"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.reporter = reporter
-
-    def run(self, name: str, fn: Callable[[], dict], outputs: Sequence[str | Path] = ()) -> dict:
-        """`fn`'s result, run now unless a finished run's result and its `outputs` are all there."""
-        path = self.dir / f"{name}.json"
-        if path.exists() and all(Path(p).exists() for p in outputs):
-            self.reporter.stage(name, reused=True)
-            return json.loads(path.read_text())["result"]
-        self.reporter.stage(name, reused=False)
-        tic = time.perf_counter()
-        result = fn()
-        _write_json(path, {"result": result, "seconds": time.perf_counter() - tic})
-        return result
-
-
 def _check_config(workdir: Path, config: QuickstartConfig) -> None:
     path = workdir / CONFIG
     if path.exists():
@@ -117,10 +75,9 @@ def _check_config(workdir: Path, config: QuickstartConfig) -> None:
         if stored != config.to_dict():
             diffs = ", ".join(f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in config.to_dict().items() if stored.get(k) != v)
             raise ConfigError(f"{workdir} holds a quickstart run with other settings ({diffs}); "
-                             "use another work directory or --overwrite")
+                              "use another work directory or --overwrite")
     else:
-        workdir.mkdir(parents=True, exist_ok=True)
-        _write_json(path, config.to_dict())
+        write_json_atomic(path, config.to_dict())
 
 
 def _train_config(config: QuickstartConfig, root: Path, run_dir: Path, iters: int, manifest: str | None = None,
@@ -140,9 +97,9 @@ def _eval_summary(result: dict) -> dict:
 def quickstart(workdir: Path, config: QuickstartConfig = QuickstartConfig(), reporter: Reporter | None = None) -> dict:
     """Run (or finish) every stage in `workdir`; return and write `results.json`."""
     workdir = Path(workdir)
-    reporter = reporter or _Silent()
+    reporter = reporter or SilentReporter()
     _check_config(workdir, config)
-    stages = Stages(workdir, reporter)
+    stages = StageGraph(workdir, reporter)
     root, truth = workdir / "data", workdir / "data_truth"
     store_url = str(workdir / "labels.zarr")
     fused = workdir / "fused.parquet"
@@ -171,7 +128,7 @@ def quickstart(workdir: Path, config: QuickstartConfig = QuickstartConfig(), rep
         if summary.failed:  # the stage stays unfinished, so a rerun retries them
             first, error = next(iter(summary.failed.items()))
             raise DatasetError(f"{len(summary.failed)} images could not be labelled (first: {first}: {error}); "
-                             "rerun to retry them")
+                               "rerun to retry them")
         return {"store": store_url, "images": summary.done + summary.skipped, "failed": len(summary.failed),
                 "images_per_s": summary.images_per_s}
 
@@ -184,18 +141,18 @@ def quickstart(workdir: Path, config: QuickstartConfig = QuickstartConfig(), rep
         summary = fuse(root, fused, labels=store_url, progress=reporter.progress)
         return {"manifest": str(fused), "rows": summary.rows, "failed_auto": summary.failed_auto}
 
-    stages.run("synth", _synth, outputs=[root, truth])
-    teacher = stages.run("train_teacher", _train("teacher", config.teacher_iters),
+    stages.run("synth", _synth, outputs=[root, truth], params=dataclasses.asdict(synth_config))
+    teacher = stages.run("train_teacher", _train("teacher", config.teacher_iters), after=["synth"],
                          outputs=[workdir / "teacher" / FINAL_MODEL])
-    teacher_eval = stages.run("evaluate_teacher", _evaluate(teacher["checkpoint"]))
-    labelled = stages.run("label", _label, outputs=[store_url])
-    storage = stages.run("storage", lambda: storage_report(LabelStore.open(store_url)))
-    quality = stages.run("quality", _quality)
-    fused_rows = stages.run("fuse", _fuse, outputs=[fused])
+    teacher_eval = stages.run("evaluate_teacher", _evaluate(teacher["checkpoint"]), after=["train_teacher"])
+    labelled = stages.run("label", _label, after=["train_teacher"], outputs=[store_url])
+    storage = stages.run("storage", lambda: storage_report(LabelStore.open(store_url)), after=["label"])
+    quality = stages.run("quality", _quality, after=["synth", "label"])
+    fused_rows = stages.run("fuse", _fuse, after=["synth", "label"], outputs=[fused])
     init = teacher["checkpoint"] if config.student_from_teacher else None
     student = stages.run("train_student", _train("student", config.student_iters, str(fused), init),
-                         outputs=[workdir / "student" / FINAL_MODEL])
-    student_eval = stages.run("evaluate_student", _evaluate(student["checkpoint"]))
+                         after=["train_teacher", "fuse"], outputs=[workdir / "student" / FINAL_MODEL])
+    student_eval = stages.run("evaluate_student", _evaluate(student["checkpoint"]), after=["train_student"])
 
     results = {
         "config": config.to_dict(),
@@ -218,5 +175,5 @@ def quickstart(workdir: Path, config: QuickstartConfig = QuickstartConfig(), rep
         "student_vs_teacher_miou": student_eval["miou"] - teacher_eval["miou"],
         "learning_curves": {"teacher": teacher["learning_curve"], "student": student["learning_curve"]},
     }
-    _write_json(workdir / RESULTS, results)
+    write_json_atomic(workdir / RESULTS, results)
     return results

@@ -21,10 +21,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from autolabel.errors import ConfigError
 from autolabel.dataset import SegmentationDataset, cityscapes_dataset
 from autolabel.fused import fused_dataset
 from autolabel.transforms import AugmentConfig
 from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from models.parts import HEADS, PARTS, UNTRAINED_KEY, freeze_except, parse_parts, train_mode, untrained_after
 from models.teacher import Teacher, TeacherConfig
 from pipelines.evaluate import evaluate
 
@@ -89,10 +91,16 @@ class TrainConfig:
     init: str | None = None
     """Start from this checkpoint's network and weights instead of a fresh `preset` network (a student that
     continues from its teacher, a converted pretrained teacher)."""
+    train_only: tuple[str, ...] | None = None
+    """With `init`: fit only these parts (`models.parts.PARTS`, e.g. point_head, attention) with the rest frozen,
+    their BatchNorm statistics included; None trains everything."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "crop", tuple(self.crop))
         object.__setattr__(self, "scale", tuple(self.scale))
+        if self.train_only is not None:
+            object.__setattr__(self, "train_only", parse_parts(self.train_only))
+            _check_train_only(self)
         if self.iters < 1 or self.batch_size < 1 or self.workers < 1:
             raise ValueError(f"iters, batch size and workers must be >= 1 (got {self.iters}, {self.batch_size}, {self.workers})")
         if self.device not in ("cpu", "cuda"):
@@ -105,12 +113,30 @@ class TrainConfig:
             raise ValueError(f"lr must be a positive number and warmup_iters >= 0 (got {self.lr}, {self.warmup_iters})")
 
     @property
+    def trained_parts(self) -> tuple[str, ...]:
+        """The parts this run fits: `train_only`, else all but heads switched off."""
+        if self.train_only is not None:
+            return self.train_only
+        off = {"attention"} if not self.use_mscale else set()
+        off |= {"point_head"} if not self.use_pointrend else set()
+        return tuple(p for p in PARTS if p not in off)
+
+    @property
     def decay(self) -> float:
         """The weight decay in effect."""
         return OPTIMIZERS[self.optimizer] if self.weight_decay is None else self.weight_decay
 
     def model_config(self) -> TeacherConfig:
         return TeacherConfig.preset(self.preset, use_mscale=self.use_mscale, use_pointrend=self.use_pointrend)
+
+
+def _check_train_only(config: TrainConfig) -> None:
+    if config.init is None:
+        raise ConfigError("--train-only fits parts of an existing network: it needs --init CHECKPOINT")
+    if "point_head" in config.train_only and not config.use_pointrend:
+        raise ConfigError("--train-only point_head needs PointRend on (use_pointrend)")
+    if "attention" in config.train_only and not config.use_mscale:
+        raise ConfigError("--train-only attention needs multi-scale training on (use_mscale)")
 
 
 def initial_model(config: TrainConfig) -> Teacher:
@@ -147,10 +173,11 @@ def poly_lr(base_lr: float, iteration: int, total: int, power: float, warmup: in
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer over the parameters that require gradients (those of `train_only` when the rest is frozen)."""
+    params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.decay)
-    return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.decay)
+        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.decay)
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.decay)
 
 
 class EpochSampler(Sampler[int]):
@@ -189,8 +216,16 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def _metadata(config: TrainConfig, iteration: int, loss: float | None) -> dict:
+def inherited_untrained(config: TrainConfig) -> list[str]:
+    """The heads untrained before this run: those the `init` checkpoint lists, or all of them for a fresh network."""
+    if config.init is None:
+        return list(HEADS)
+    return list(load_checkpoint(Path(config.init)).metadata.get(UNTRAINED_KEY, []))
+
+
+def _metadata(config: TrainConfig, iteration: int, loss: float | None, untrained: list[str] | None = None) -> dict:
     return {
+        UNTRAINED_KEY: untrained_after(HEADS if untrained is None else untrained, config.trained_parts),
         "training": dataclasses.asdict(config),
         "iterations": iteration,
         "metrics": {"train_loss": loss},
@@ -199,10 +234,11 @@ def _metadata(config: TrainConfig, iteration: int, loss: float | None) -> dict:
     }
 
 
-def _save_state(run_dir: Path, model: Teacher, optimizer, config: TrainConfig, iteration: int, loss: float) -> None:
+def _save_state(run_dir: Path, model: Teacher, optimizer, config: TrainConfig, iteration: int, loss: float,
+                untrained: list[str] | None = None) -> None:
     ckpt_dir = Path(run_dir) / CHECKPOINTS
     extra = {"optimizer": optimizer.state_dict(), "iteration": iteration}
-    ckpt = Checkpoint(model.config.to_dict(), model.state_dict(), _metadata(config, iteration, loss), extra)
+    ckpt = Checkpoint(model.config.to_dict(), model.state_dict(), _metadata(config, iteration, loss, untrained), extra)
     save_checkpoint(ckpt_dir / f"iter_{iteration:08d}.pt", ckpt)
     for old in sorted(ckpt_dir.glob("iter_*.pt"))[:-KEEP_CHECKPOINTS]:
         old.unlink()
@@ -252,6 +288,9 @@ def train_worker(config: TrainConfig, reporter: Reporter | None = None, rank: in
     torch.set_num_threads(config.threads or compute_threads(config.workers, config.loader_workers))
     device = torch.device(config.device)
     model = initial_model(config).to(device)
+    untrained = inherited_untrained(config)
+    if config.train_only:
+        freeze_except(model, config.train_only)
     optimizer = build_optimizer(model, config)
     start = 0
     resume = latest_checkpoint(run_dir)
@@ -264,7 +303,7 @@ def train_worker(config: TrainConfig, reporter: Reporter | None = None, rank: in
         if rank == 0:
             _truncate_metrics(run_dir, start)
     net = wrap(model) if wrap else model
-    net.train()
+    train_mode(net, config.train_only)
     dataset = build_dataset(config)
     loss_value = float("nan")
     tic, seen = time.perf_counter(), 0
@@ -299,15 +338,16 @@ def train_worker(config: TrainConfig, reporter: Reporter | None = None, rank: in
             tic, seen = time.perf_counter(), 0
         if config.eval_every and (iteration % config.eval_every == 0 or iteration == config.iters):
             _append_metrics(run_dir, {"iteration": iteration, "val_miou": validation_miou(model, config)})
-            net.train()
+            train_mode(net, config.train_only)
         if iteration % config.checkpoint_every == 0 and iteration < config.iters:
-            _save_state(run_dir, model, optimizer, config, iteration, loss_value)
+            _save_state(run_dir, model, optimizer, config, iteration, loss_value, untrained)
     final = run_dir / FINAL_MODEL
     if rank == 0:
         if start < config.iters or not final.exists():
-            ckpt = Checkpoint(model.config.to_dict(), model.state_dict(), _metadata(config, config.iters, loss_value))
+            ckpt = Checkpoint(model.config.to_dict(), model.state_dict(),
+                              _metadata(config, config.iters, loss_value, untrained))
             save_checkpoint(final, ckpt)
-            _save_state(run_dir, model, optimizer, config, config.iters, loss_value)
+            _save_state(run_dir, model, optimizer, config, config.iters, loss_value, untrained)
     return final
 
 

@@ -13,7 +13,6 @@ from autolabel.dataset import (
     class_centroids,
     class_uniform_plan,
     cityscapes_dataset,
-    default_cache_dir,
     label_file_centroids,
 )
 from autolabel.images import write_png
@@ -51,7 +50,7 @@ def _write_dataset(root: Path, n: int = 4, split: str = "train") -> Path:
 def _class_uniform(root: Path, cache_dir: Path, fraction: float = 0.5, seed: int = 0, **augment):
     augment = AugmentConfig(**{"crop": (16, 16), **augment})
     return cityscapes_dataset(
-        root, "train", augment=augment, class_uniform=fraction, cache_dir=cache_dir, seed=seed
+        root, "train", augment=augment, class_uniform=fraction, cache_file=cache_dir / "centroids.parquet", seed=seed
     )
 
 
@@ -90,19 +89,19 @@ def test_class_centroids_ignore_ids_beyond_num_classes():
 
 def test_label_file_centroids_match_the_train_id_maps(root, tmp_path):
     samples = list_samples(root, "train", "gtFine")
-    centroids = label_file_centroids([s.label for s in samples], tmp_path / "cache")
+    centroids = label_file_centroids([s.label for s in samples], tmp_path / "cache" / "centroids.parquet")
     assert centroids == [class_centroids(to_train_ids(_label_ids(i))) for i in range(len(samples))]
 
 
 def test_second_centroid_computation_is_a_cache_hit(root, tmp_path, monkeypatch):
     labels = [s.label for s in list_samples(root, "train", "gtFine")]
-    first = label_file_centroids(labels, tmp_path / "cache")
+    first = label_file_centroids(labels, tmp_path / "cache" / "centroids.parquet")
 
     def no_read(path, shape=None):
         raise AssertionError(f"read {path} despite the cache")
 
     monkeypatch.setattr(dataset_module, "read_label", no_read)
-    assert label_file_centroids(labels, tmp_path / "cache") == first
+    assert label_file_centroids(labels, tmp_path / "cache" / "centroids.parquet") == first
     assert list((tmp_path / "cache").rglob("*.parquet"))
 
 
@@ -122,18 +121,6 @@ def test_reading_a_class_uniform_dataset_never_writes_into_its_root(root, tmp_pa
         data[i]
     assert _snapshot(root) == before
     assert list((tmp_path / "cache").rglob("*.parquet"))
-
-
-def test_cache_dir_inside_the_dataset_root_is_refused(root):
-    with pytest.raises(ValueError, match="inside the dataset root"):
-        _class_uniform(root, root / ".cache")
-
-
-def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("AUTOLABEL_CACHE", str(tmp_path / "elsewhere"))
-    assert default_cache_dir() == tmp_path / "elsewhere"
-    monkeypatch.delenv("AUTOLABEL_CACHE")
-    assert default_cache_dir() == Path.home() / ".cache" / "autolabel"
 
 
 def test_eval_items_are_full_size_normalised_tensors(root):

@@ -29,7 +29,6 @@ def root(tmp_path_factory) -> Path:
 @pytest.fixture
 def store(root, tmp_path, monkeypatch) -> LabelStore:
     """train_extra's gtCoarse as a label store, standing in for auto-labels; the first image failed."""
-    monkeypatch.setenv("AUTOLABEL_CACHE", str(tmp_path / "cache"))
     store = LabelStore.open(import_labels(root, "train_extra", "gtCoarse", str(tmp_path / "auto.zarr")).store, "a")
     first = list_samples(root, "train_extra")[0]
     store.write_failure(first.stem, str(first.image), "unreadable")

@@ -1,6 +1,7 @@
 """The whole job in one call, at a size that runs in seconds: results, reuse of finished stages, refusals."""
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,14 @@ def test_a_stage_whose_files_were_deleted_runs_again(workdir):
     quickstart(workdir, CONFIG, recorder)
     assert ("train_student", False) in recorder.stages and ("train_teacher", True) in recorder.stages
     assert (workdir / "student" / "model.pt").is_file()
+
+
+def test_a_deleted_label_store_reruns_every_stage_that_consumed_it(workdir):
+    shutil.rmtree(workdir / "labels.zarr")
+    recorder = Recorder()
+    quickstart(workdir, CONFIG, recorder)
+    rerun = [name for name, reused in recorder.stages if not reused]
+    assert rerun == ["label", "storage", "quality", "fuse", "train_student", "evaluate_student"]
 
 
 def test_other_settings_in_the_same_workdir_are_refused(workdir):

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from autolabel.errors import ConfigError
 from autolabel.synth import SynthConfig, generate
-from models.checkpoint import load_checkpoint
+from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from models.teacher import TeacherConfig
 from pipelines.evaluate import evaluate
 from pipelines.fuse import fuse
@@ -186,3 +187,33 @@ def test_init_starts_from_the_checkpoints_weights(root, tmp_path):
     before, after = load_checkpoint(first).state_dict, load_checkpoint(second / FINAL_MODEL).state_dict
     weights = [k for k, v in before.items() if v.is_floating_point() and "running" not in k]
     assert all(torch.allclose(before[k], after[k], atol=1e-6) for k in weights)
+
+
+def test_train_only_changes_the_named_part_alone_batchnorm_statistics_included(root, tmp_path):
+    first = train(quick_config(root, tmp_path / "first", iters=2, use_pointrend=True))
+    second = tmp_path / "second"
+    train(quick_config(root, second, iters=2, init=str(first), use_pointrend=True, train_only=("point_head",),
+                       warmup_iters=0))
+    before, after = load_checkpoint(first).state_dict, load_checkpoint(second / FINAL_MODEL).state_dict
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("point_head"))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("point_head"))
+
+
+def test_train_only_needs_an_init_checkpoint(root, tmp_path):
+    with pytest.raises(ConfigError, match="--init"):
+        quick_config(root, tmp_path / "run", use_pointrend=True, train_only=("point_head",))
+
+
+def test_train_only_a_head_the_run_switches_off_is_refused(root, tmp_path):
+    with pytest.raises(ConfigError, match="point_head"):
+        quick_config(root, tmp_path / "run", init="model.pt", use_pointrend=False, train_only=("point_head",))
+
+
+def test_fitting_a_head_takes_it_off_the_checkpoints_untrained_list(root, tmp_path):
+    first = train(quick_config(root, tmp_path / "first", iters=1, use_pointrend=True))
+    ckpt = load_checkpoint(first)
+    converted = tmp_path / "converted.pt"
+    save_checkpoint(converted, Checkpoint(ckpt.config, ckpt.state_dict, {"untrained": ["attention", "point_head"]}))
+    second = tmp_path / "second"
+    train(quick_config(root, second, iters=1, init=str(converted), use_pointrend=True, train_only=("point_head",)))
+    assert load_checkpoint(second / FINAL_MODEL).metadata["untrained"] == ["attention"]
