@@ -23,32 +23,28 @@ def _run_chain(tmp_path, log, output, params=1):
     return graph
 
 
-def test_a_rerun_reuses_every_finished_stage(tmp_path):
+def _second_run(tmp_path, params=1, delete_output=False):
+    """The stages run or reused when the chain runs again with `params` (first run: params 1)."""
     output = tmp_path / "out.txt"
     output.write_text("x")
     _run_chain(tmp_path, [], output)
+    if delete_output:
+        output.unlink()
     log = []
-    _run_chain(tmp_path, log, output)
-    assert log == [("make", True), ("use", True)]
+    _run_chain(tmp_path, log, output, params)
+    return log
+
+
+def test_a_rerun_reuses_every_finished_stage(tmp_path):
+    assert _second_run(tmp_path) == [("make", True), ("use", True)]
 
 
 def test_a_deleted_output_reruns_its_stage_and_every_stage_after_it(tmp_path):
-    output = tmp_path / "out.txt"
-    output.write_text("x")
-    _run_chain(tmp_path, [], output)
-    output.unlink()
-    log = []
-    _run_chain(tmp_path, log, output)
-    assert log == [("make", False), ("use", False)]
+    assert _second_run(tmp_path, delete_output=True) == [("make", False), ("use", False)]
 
 
 def test_changed_parameters_rerun_the_stage_and_every_stage_after_it(tmp_path):
-    output = tmp_path / "out.txt"
-    output.write_text("x")
-    _run_chain(tmp_path, [], output, params=1)
-    log = []
-    _run_chain(tmp_path, log, output, params=2)
-    assert log == [("make", False), ("use", False)]
+    assert _second_run(tmp_path, params=2) == [("make", False), ("use", False)]
 
 
 def test_the_record_holds_the_result_and_its_reuse_key(tmp_path):
