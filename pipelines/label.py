@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +37,7 @@ from models.checkpoint import file_sha256, load_checkpoint
 from models.parts import untrained_in_use
 from models.predict import DEFAULT_MAX_PIXELS, PredictOptions, predict
 from models.teacher import TeacherConfig, load_model
+from pipelines.ray_session import ray_session
 
 log = logging.getLogger(__name__)
 
@@ -193,38 +192,6 @@ class Labeler:
 
 
 # -- driver -----------------------------------------------------------------------------------
-
-
-def node_cpus(nodes: Sequence[dict[str, Any]]) -> int:
-    """CPUs of the smallest live node that has any (as `ray.nodes()` describes them), at least 1."""
-    cpus = [node["Resources"].get("CPU", 0) for node in nodes if node.get("Alive")]
-    return max(1, int(min((c for c in cpus if c > 0), default=1)))
-
-
-@contextmanager
-def ray_session(address: str | None = None) -> Iterator[int]:
-    """Use the running Ray, connect to `address` (or RAY_ADDRESS), or start a local Ray on every core.
-
-    Yields the CPU count of the cluster's smallest node with CPUs: actors may share any node, so torch
-    threads sized from it never oversubscribe one. Shuts down only a Ray it started.
-    """
-    import ray
-
-    started = False
-    if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address)
-        else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
-        started = True
-    elif address:
-        log.info("Ray is already initialised; ignoring address %s", address)
-    try:
-        yield node_cpus(ray.nodes())
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def run_labeling(

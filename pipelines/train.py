@@ -29,6 +29,7 @@ from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from models.parts import HEADS, PARTS, UNTRAINED_KEY, freeze_except, parse_parts, train_mode, untrained_after
 from models.teacher import Teacher, TeacherConfig
 from pipelines.evaluate import evaluate
+from pipelines.ray_session import ray_session
 
 log = logging.getLogger(__name__)
 
@@ -422,16 +423,12 @@ def follow_metrics(run_dir: Path, total: int, reporter: Reporter, stop: threadin
 
 def train_ray(config: TrainConfig, address: str | None = None, reporter: Reporter | None = None) -> Path:
     """Data-parallel training on `config.workers` Ray Train workers; `reporter` hears each logged step."""
-    import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     config = _absolute_paths(config)
-    if not ray.is_initialized():
-        ray.init(address=address, num_cpus=None if address else os.cpu_count(), log_to_driver=True,
-                 include_dashboard=False)
     use_gpu = config.device == "cuda"
-    trainer = TorchTrainer(
+    trainer = lambda: TorchTrainer(  # noqa: E731 (built inside the Ray session)
         _ray_worker_loop,
         train_loop_config=dataclasses.asdict(config),
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu,
@@ -444,7 +441,8 @@ def train_ray(config: TrainConfig, address: str | None = None, reporter: Reporte
     if reporter:
         follower.start()
     try:
-        trainer.fit()
+        with ray_session(address):
+            trainer().fit()
     finally:
         stop.set()
         if reporter:

@@ -23,7 +23,8 @@ from autolabel.threshold import CONFIDENCE_LEVELS, threshold_probs
 from autolabel.transforms import normalize_batch
 from models.predict import predict
 from models.teacher import load_model
-from pipelines.label import Labeler, RethresholdError, group_by_shape, label, node_cpus, rethreshold
+from pipelines.label import Labeler, RethresholdError, group_by_shape, label, rethreshold
+from pipelines.ray_session import node_cpus
 from tests.conftest import EXTRA_STEMS, image_path
 
 TIMESTAMPS = ("started_at", "finished_at")
