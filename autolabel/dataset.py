@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -63,22 +64,41 @@ def class_centroids(label: np.ndarray, num_classes: int = NUM_CLASSES) -> dict[i
 
     Where the centre of mass falls outside its class (non-convex shapes), the class pixel
     nearest to it is used instead, so a crop centred there always contains the class.
+    Each present class costs one comparison and a row and a column sum of the map (OpenCV), so a
+    1024x2048 map takes milliseconds: the label store computes this for every map it writes.
     """
-    h, w = label.shape
-    flat = label.ravel()  # (H*W,)
-    counts = np.bincount(flat, minlength=256)[:num_classes]
-    y_sums = np.bincount(flat, weights=np.repeat(np.arange(h, dtype=np.float64), w), minlength=256)
-    x_sums = np.bincount(flat, weights=np.tile(np.arange(w, dtype=np.float64), h), minlength=256)
+    present = np.flatnonzero(cv2.calcHist([label], [0], None, [256], [0, 256]).ravel()[:num_classes])
+    rows, cols = np.arange(label.shape[0], dtype=np.int64), np.arange(label.shape[1], dtype=np.int64)
     centroids: dict[int, Centre] = {}
-    for c in np.flatnonzero(counts):
-        my, mx = y_sums[c] / counts[c], x_sums[c] / counts[c]
+    for c in present:
+        mask = cv2.compare(label, int(c), cv2.CMP_EQ)  # (H, W) 255 where the class is
+        per_row = cv2.reduce(mask, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() // 255  # (H,)
+        per_col = cv2.reduce(mask, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() // 255  # (W,)
+        count = int(per_row.sum())
+        my, mx = int(per_row @ rows) / count, int(per_col @ cols) / count
         y, x = int(round(my)), int(round(mx))
         if label[y, x] != c:
-            ys, xs = np.nonzero(label == c)
-            k = int(np.argmin((ys - my) ** 2 + (xs - mx) ** 2))
-            y, x = int(ys[k]), int(xs[k])
+            y, x = _nearest_pixel(label, int(c), my, mx)
         centroids[int(c)] = (y, x)
     return centroids
+
+
+def _nearest_pixel(label: np.ndarray, cls: int, my: float, mx: float) -> Centre:
+    """The pixel of `cls` nearest to (my, mx), the first in row-major order among equals; searched in
+    square windows growing around the point, each holding every pixel within its half-side."""
+    h, w = label.shape
+    cy, cx = int(my), int(mx)
+    radius = 8
+    while True:
+        y0, x0 = max(0, cy - radius), max(0, cx - radius)
+        ys, xs = np.nonzero(label[y0:cy + radius + 1, x0:cx + radius + 1] == cls)
+        whole = y0 == 0 and x0 == 0 and cy + radius + 1 >= h and cx + radius + 1 >= w
+        if ys.size:
+            distances = (ys + y0 - my) ** 2 + (xs + x0 - mx) ** 2
+            k = int(np.argmin(distances))
+            if distances[k] <= radius * radius or whole:
+                return int(ys[k]) + y0, int(xs[k]) + x0
+        radius *= 4
 
 
 def _stamp(path: Path) -> tuple[str, int, int]:

@@ -81,6 +81,18 @@ def test_centroid_of_a_non_convex_class_lies_on_the_class():
     assert (y - 10) ** 2 + (x - 10) ** 2 == nearest
 
 
+def test_centroids_off_their_class_are_the_nearest_class_pixel_first_in_row_order():
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # sparse classes: centres of mass in holes, nearest pixels far away or tied
+        label = rng.choice(np.array([0, 3, 7, IGNORE], np.uint8), size=(40, 90), p=[0.01, 0.005, 0.02, 0.965])
+        for c, (y, x) in class_centroids(label).items():
+            ys, xs = np.nonzero(label == c)
+            my, mx = ys.mean(), xs.mean()
+            if label[int(round(my)), int(round(mx))] != c:
+                k = int(np.argmin((ys - my) ** 2 + (xs - mx) ** 2))
+                assert (y, x) == (ys[k], xs[k])
+
+
 def test_class_centroids_ignore_ids_beyond_num_classes():
     label = np.full((4, 4), 19, np.uint8)
     label[0, 0] = 0
