@@ -16,6 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from autolabel.errors import AutolabelError
+
 app = typer.Typer(
     help="Turn coarse street-scene images into thresholded teacher labels, stored compactly, and train students on them.",
     no_args_is_help=True,
@@ -27,22 +29,8 @@ console = Console(stderr=True)
 out = Console()
 
 
-class Failure(Exception):
-    """An expected failure the user can act on: printed as one line, exit code 1."""
-
-
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    from autolabel.layout import DatasetError
-    from models.checkpoint import CheckpointError
-
-    errors: list[type[BaseException]] = [Failure, DatasetError, CheckpointError, FileNotFoundError, FileExistsError]
-    try:
-        from autolabel.store import StoreError
-
-        errors.append(StoreError)
-    except ImportError:
-        pass
-    return tuple(errors)
+class Failure(AutolabelError):
+    """A failure found by the CLI itself: printed as one line, exit code 1."""
 
 
 def command(fn=None, *, name: str | None = None):
@@ -55,7 +43,7 @@ def command(fn=None, *, name: str | None = None):
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
         try:
             return fn(*args, **kwargs)
-        except _expected_errors() as exc:
+        except AutolabelError as exc:
             console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
@@ -207,8 +195,8 @@ def inspect(
 
 
 def _inspect(store_url: str, json_: bool, overlay: str | None, png: Path | None) -> None:
-    from autolabel.store import LabelStore
     from autolabel.storage_report import storage_report, storage_table
+    from autolabel.store import LabelStore
 
     if (overlay is None) != (png is None):
         raise typer.BadParameter("--overlay and --png go together", param_hint="--overlay/--png")
@@ -634,7 +622,8 @@ def export(
         help="trainIds (0..18, 255 = ignore) or labelIds (Cityscapes ids, ignore as 0 = unlabeled).")] = "trainIds",
 ) -> None:
     """Write a label store out as PNG label maps named by Cityscapes stem, for tools that read PNG datasets."""
-    from pipelines.export import FORMATS, export as run_export
+    from pipelines.export import FORMATS
+    from pipelines.export import export as run_export
 
     if format not in FORMATS:
         raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")
@@ -712,7 +701,8 @@ def quickstart(
     import dataclasses
     import shutil
 
-    from pipelines.quickstart import QuickstartConfig, quickstart as run_quickstart
+    from pipelines.quickstart import QuickstartConfig
+    from pipelines.quickstart import quickstart as run_quickstart
 
     config = QuickstartConfig()
     overrides = {k: v for k, v in {"teacher_iters": teacher_iters, "student_iters": student_iters}.items()
@@ -721,13 +711,10 @@ def quickstart(
     if overwrite and workdir.exists():
         shutil.rmtree(workdir)
     _quiet_ray_data_console()
-    try:
-        with progress_bar() as bar:
-            reporter = _QuickstartReporter(bar)
-            results = run_quickstart(workdir, config, reporter)
-            reporter.finish()
-    except ValueError as exc:
-        raise Failure(str(exc)) from None
+    with progress_bar() as bar:
+        reporter = _QuickstartReporter(bar)
+        results = run_quickstart(workdir, config, reporter)
+        reporter.finish()
     if json_:
         print_json(results)
         return

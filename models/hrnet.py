@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autolabel.errors import ConfigError
+
 NUM_BRANCHES = 4
 BOTTLENECK_EXPANSION = 4
 STEM_STRIDE = 4
@@ -44,7 +46,7 @@ class HRNetConfig:
         object.__setattr__(self, "widths", tuple(self.widths))
         object.__setattr__(self, "stage_modules", tuple(self.stage_modules))
         if len(self.widths) != NUM_BRANCHES:
-            raise ValueError(f"HRNetConfig.widths needs {NUM_BRANCHES} values, got {self.widths}")
+            raise ConfigError(f"HRNetConfig.widths needs {NUM_BRANCHES} values, got {self.widths}")
         if len(self.stage_modules) != NUM_BRANCHES - 1:
             raise ValueError(
                 f"HRNetConfig.stage_modules needs {NUM_BRANCHES - 1} values (stages 2-4), "
@@ -52,7 +54,7 @@ class HRNetConfig:
             )
         counts = (self.stem_channels, self.stage1_blocks, self.stage1_channels, self.branch_blocks)
         if min(counts + self.widths + self.stage_modules) < 1:
-            raise ValueError(f"HRNetConfig values must all be >= 1, got {self}")
+            raise ConfigError(f"HRNetConfig values must all be >= 1, got {self}")
 
     @property
     def stage1_out_channels(self) -> int:
@@ -65,7 +67,7 @@ class HRNetConfig:
             return HRNET_PRESETS[name]
         except KeyError:
             valid = ", ".join(sorted(HRNET_PRESETS))
-            raise ValueError(f"unknown HRNet preset {name!r}; valid presets: {valid}") from None
+            raise ConfigError(f"unknown HRNet preset {name!r}; valid presets: {valid}") from None
 
 
 HRNET_PRESETS: Mapping[str, HRNetConfig] = MappingProxyType(

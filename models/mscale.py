@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autolabel.errors import ConfigError
+
 MSCALE_TRAIN_SCALES: tuple[float, float] = (0.5, 1.0)
 """Scales of the (low, high) pair fused during training."""
 
@@ -48,7 +50,7 @@ def scaled(images: torch.Tensor, scale: float) -> torch.Tensor:
     Output sides are floor(side * scale), at least 1, as `F.interpolate(scale_factor=scale)` gives.
     """
     if not scale > 0:
-        raise ValueError(f"scale must be > 0, got {scale}")
+        raise ConfigError(f"scale must be > 0, got {scale}")
     if scale == 1.0:
         return images
     h, w = images.shape[-2:]

@@ -37,9 +37,9 @@ class OCRConfig:
 
     def __post_init__(self) -> None:
         if self.mid_channels < 1 or self.key_channels < 1:
-            raise ValueError(f"OCRConfig channels must be >= 1, got {self}")
+            raise ConfigError(f"OCRConfig channels must be >= 1, got {self}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"OCRConfig.dropout must be in [0, 1), got {self.dropout}")
+            raise ConfigError(f"OCRConfig.dropout must be in [0, 1), got {self.dropout}")
         if self.gather_softmax not in GATHER_SOFTMAX_AXES:
             raise ConfigError(
                 f"OCRConfig.gather_softmax must be one of {', '.join(GATHER_SOFTMAX_AXES)}, got {self.gather_softmax!r}"
@@ -52,7 +52,7 @@ class OCRConfig:
             return OCR_PRESETS[name]
         except KeyError:
             valid = ", ".join(sorted(OCR_PRESETS))
-            raise ValueError(f"unknown OCR preset {name!r}; valid presets: {valid}") from None
+            raise ConfigError(f"unknown OCR preset {name!r}; valid presets: {valid}") from None
 
 
 OCR_PRESETS: Mapping[str, OCRConfig] = MappingProxyType(

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autolabel.errors import ConfigError
 from autolabel.labels import IGNORE
 
 REFERENCE_OUTPUT_PIXELS = 1024 * 2048
@@ -49,15 +50,15 @@ class PointRendConfig:
 
     def __post_init__(self) -> None:
         if self.train_points < 1 or self.fc_channels < 1 or self.num_fc < 0:
-            raise ValueError(f"PointRendConfig sizes must be positive, got {self}")
+            raise ConfigError(f"PointRendConfig sizes must be positive, got {self}")
         if self.oversample_ratio < 1.0:
-            raise ValueError(f"PointRendConfig.oversample_ratio must be >= 1, got {self.oversample_ratio}")
+            raise ConfigError(f"PointRendConfig.oversample_ratio must be >= 1, got {self.oversample_ratio}")
         if not 0.0 <= self.importance_ratio <= 1.0:
-            raise ValueError(f"PointRendConfig.importance_ratio must be in [0, 1], got {self.importance_ratio}")
+            raise ConfigError(f"PointRendConfig.importance_ratio must be in [0, 1], got {self.importance_ratio}")
         if self.subdivision_steps is not None and self.subdivision_steps < 0:
-            raise ValueError(f"PointRendConfig.subdivision_steps must be >= 0, got {self.subdivision_steps}")
+            raise ConfigError(f"PointRendConfig.subdivision_steps must be >= 0, got {self.subdivision_steps}")
         if self.subdivision_points is not None and self.subdivision_points < 1:
-            raise ValueError(f"PointRendConfig.subdivision_points must be >= 1, got {self.subdivision_points}")
+            raise ConfigError(f"PointRendConfig.subdivision_points must be >= 1, got {self.subdivision_points}")
 
     @classmethod
     def preset(cls, name: str) -> PointRendConfig:
@@ -66,7 +67,7 @@ class PointRendConfig:
             return POINTREND_PRESETS[name]
         except KeyError:
             valid = ", ".join(sorted(POINTREND_PRESETS))
-            raise ValueError(f"unknown PointRend preset {name!r}; valid presets: {valid}") from None
+            raise ConfigError(f"unknown PointRend preset {name!r}; valid presets: {valid}") from None
 
     def subdivision(self, coarse_hw: tuple[int, int], output_hw: tuple[int, int]) -> tuple[int, int]:
         """(steps, points) for this config: the configured values, else the derived ones."""

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from autolabel.errors import ConfigError
 from models.mscale import fuse_scales, fuse_scales_on_images, scaled
 from models.pointrend import refine_uncertain, subdivision_inference
 from models.teacher import ScaleOutput, Teacher
@@ -43,9 +44,9 @@ class PredictOptions:
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", tuple(sorted({float(s) for s in self.scales}, reverse=True)))
         if not self.scales or min(self.scales) <= 0:
-            raise ValueError(f"scales must be positive numbers, got {self.scales}")
+            raise ConfigError(f"scales must be positive numbers, got {self.scales}")
         if self.batch_size < 1 or self.max_pixels < MIN_WINDOW**2:
-            raise ValueError(f"batch_size must be >= 1 and max_pixels >= {MIN_WINDOW**2}, got {self}")
+            raise ConfigError(f"batch_size must be >= 1 and max_pixels >= {MIN_WINDOW**2}, got {self}")
 
 
 def window_starts(length: int, window: int, stride_multiple: int = FEATURE_STRIDE) -> list[int]:

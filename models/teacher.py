@@ -66,7 +66,7 @@ class TeacherConfig:
         try:
             base = TEACHER_PRESETS[name]
         except KeyError:
-            raise ValueError(f"unknown model preset {name!r}; valid presets: {', '.join(TEACHER_PRESETS)}") from None
+            raise ConfigError(f"unknown model preset {name!r}; valid presets: {', '.join(TEACHER_PRESETS)}") from None
         return dataclasses.replace(base, **overrides)
 
     def to_dict(self) -> dict:

@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from autolabel.images import decode_image
-from autolabel.layout import DatasetError, Sample, list_samples
 from autolabel.codecs import DEFAULT_CODEC
-from autolabel.store import ImageNotStoredError, LabelStore, Provenance, ProvenanceMismatchError, StoreError
+from autolabel.errors import ConfigError, DatasetError, StoreError
+from autolabel.images import decode_image
+from autolabel.layout import Sample, list_samples
+from autolabel.store import ImageNotStoredError, LabelStore, Provenance, ProvenanceMismatchError
 from autolabel.threshold import rethreshold as rethreshold_labels
 from autolabel.threshold import threshold_probs
 from autolabel.transforms import normalize_batch
@@ -212,7 +213,7 @@ def run_labeling(
     import ray
 
     if workers < 1 or gpus_per_worker < 0:
-        raise ValueError(f"workers must be >= 1 and gpus_per_worker >= 0, got {workers}, {gpus_per_worker}")
+        raise ConfigError(f"workers must be >= 1 and gpus_per_worker >= 0, got {workers}, {gpus_per_worker}")
     total, done, failed = len(samples), 0, {}
     if progress:
         progress(0, 0, total)

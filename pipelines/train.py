@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 
-from autolabel.errors import ConfigError
 from autolabel.dataset import SegmentationDataset, cityscapes_dataset
+from autolabel.errors import ConfigError, TrainingError
 from autolabel.fused import fused_dataset
 from autolabel.transforms import AugmentConfig
 from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -103,15 +103,15 @@ class TrainConfig:
             object.__setattr__(self, "train_only", parse_parts(self.train_only))
             _check_train_only(self)
         if self.iters < 1 or self.batch_size < 1 or self.workers < 1:
-            raise ValueError(f"iters, batch size and workers must be >= 1 (got {self.iters}, {self.batch_size}, {self.workers})")
+            raise ConfigError(f"iters, batch size and workers must be >= 1 (got {self.iters}, {self.batch_size}, {self.workers})")
         if self.device not in ("cpu", "cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+            raise ConfigError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
         if self.batch_size % self.workers:
-            raise ValueError(f"batch size {self.batch_size} must be divisible by the {self.workers} workers")
+            raise ConfigError(f"batch size {self.batch_size} must be divisible by the {self.workers} workers")
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+            raise ConfigError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if not (math.isfinite(self.lr) and self.lr > 0) or self.warmup_iters < 0:
-            raise ValueError(f"lr must be a positive number and warmup_iters >= 0 (got {self.lr}, {self.warmup_iters})")
+            raise ConfigError(f"lr must be a positive number and warmup_iters >= 0 (got {self.lr}, {self.warmup_iters})")
 
     @property
     def trained_parts(self) -> tuple[str, ...]:
@@ -201,6 +201,10 @@ def compute_threads(workers: int, loader_workers: int) -> int:
     return max(1, (os.cpu_count() or 1) // workers - loader_workers)
 
 
+CENTROID_CACHE = "label_centroids.parquet"
+"""Class centroids of the run's label files, kept in the run directory with what it was derived for."""
+
+
 def build_dataset(config: TrainConfig) -> SegmentationDataset:
     augment = AugmentConfig(crop=config.crop, scale=config.scale, flip=config.flip, jitter=config.jitter)
     if config.manifest:
@@ -208,7 +212,8 @@ def build_dataset(config: TrainConfig) -> SegmentationDataset:
                              fine_fraction=config.fine_fraction, coarse_rare_only=config.coarse_rare_only,
                              seed=config.seed)
     return cityscapes_dataset(
-        config.root, config.split, config.source, augment, class_uniform=config.class_uniform, seed=config.seed
+        config.root, config.split, config.source, augment, class_uniform=config.class_uniform,
+        cache_file=Path(config.run_dir) / CENTROID_CACHE, seed=config.seed,
     )
 
 
@@ -324,7 +329,7 @@ def train_worker(config: TrainConfig, reporter: Reporter | None = None, rank: in
         optimizer.step()
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss became {loss_value} at iteration {iteration}; lower --lr")
+            raise TrainingError(f"loss became {loss_value} at iteration {iteration}; lower --lr")
         seen += images.shape[0] * world
         if rank != 0:
             continue
@@ -453,7 +458,7 @@ def train_ray(config: TrainConfig, address: str | None = None, reporter: Reporte
 def train(config: TrainConfig, reporter: Reporter | None = None, address: str | None = None) -> Path:
     """Train to `config.iters` (resuming from the run directory's last checkpoint); return model.pt's path."""
     if config.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for but no CUDA device is available")
+        raise ConfigError("--device cuda was asked for but no CUDA device is available")
     if config.workers == 1:
         return train_worker(config, reporter)
     return train_ray(config, address, reporter)

@@ -129,7 +129,6 @@ def test_cuda_device_without_cuda_is_rejected(root, tmp_path, monkeypatch):
 
 
 def test_training_on_a_fused_manifest(root, tmp_path, monkeypatch):
-    monkeypatch.setenv("AUTOLABEL_CACHE", str(tmp_path / "cache"))
     store = import_labels(root, "train_extra", "gtCoarse", str(tmp_path / "auto.zarr")).store
     manifest = tmp_path / "fused.parquet"
     fuse(root, manifest, labels=store, coarse_gt=True)
