@@ -5,9 +5,16 @@ Every map is one chunk, compressed whole (the unit that wins against PNG; see be
     zstd    bytes + zstd: codecs of the zarr v3 specification only, so any zarr v3 reader opens the
             store (zarr-python, tensorstore, zarrs)
     webp    WebP lossless (libwebp through imagecodecs) as the zarr v3 array->bytes codec
-            "autolabel.webp"; zarr-python reads it once `autolabel.codecs` is imported
-    jpegxl  JPEG XL lossless (libjxl through imagecodecs) as "autolabel.jpegxl"; the smallest, but
-            encodes and decodes an order of magnitude slower than the others
+            "autolabel.webp"; zarr-python reads it once `autolabel.codecs` is imported. The map
+            goes to libwebp with four rows per pixel row, as RGBA:
+
+                map (H, W)                     WebP image (ceil(H/4), W, RGBA)
+                row 4i   a a a b b ...    ->   row i: (a,c,e,g) (a,c,e,g) ... R = row 4i, G = 4i+1,
+                row 4i+1 c c c b b ...                                        B = 4i+2, A = 4i+3
+                row 4i+2 e e ...
+                row 4i+3 g g ...
+    jpegxl  JPEG XL lossless (libjxl through imagecodecs) as "autolabel.jpegxl": no smaller than
+            webp's packed rows, and an order of magnitude slower to encode and decode
 
 The image codecs take a chunk whose last two axes are the map (H, W); every other axis has length 1.
 """
@@ -19,6 +26,7 @@ from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import cv2
 import imagecodecs
 import numpy as np
 from zarr.abc.codec import ArrayBytesCodec, Codec
@@ -29,6 +37,13 @@ from zarr.core.common import parse_named_configuration
 from zarr.registry import register_codec
 
 from autolabel.errors import ConfigError
+
+
+WEBP_QUALITY = 50
+"""libwebp's lossless effort: 25 stores 2-4% more bytes, 75 no fewer (benchmarks/storage.py)."""
+WEBP_ROWS = (1, 4)
+"""Map rows per WebP pixel row: 4 (RGBA) for new arrays, 1 (grey as RGB) in stores written before."""
+WEBP_PACKED_ROWS = 4
 
 
 class _ImageCodec(ArrayBytesCodec):
@@ -58,8 +73,8 @@ class _ImageCodec(ArrayBytesCodec):
         """The (H, W) uint8 map as the codec's bytes."""
 
     @abstractmethod
-    def _decode_plane(self, data: bytes) -> np.ndarray:
-        """The codec's bytes back as the (H, W) uint8 map."""
+    def _decode_plane(self, data: bytes, shape: tuple[int, int]) -> np.ndarray:
+        """The codec's bytes back as the (H, W) uint8 map of `shape`."""
 
     def _encode_sync(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer:
         shape = chunk_spec.shape
@@ -69,7 +84,7 @@ class _ImageCodec(ArrayBytesCodec):
         return chunk_spec.prototype.buffer.from_bytes(self._encode_plane(plane))
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
-        plane = self._decode_plane(chunk_bytes.to_bytes())
+        plane = self._decode_plane(chunk_bytes.to_bytes(), chunk_spec.shape[-2:])
         return chunk_spec.prototype.nd_buffer.from_numpy_array(plane.reshape(chunk_spec.shape))
 
     async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer:
@@ -84,17 +99,59 @@ class _ImageCodec(ArrayBytesCodec):
 
 
 class WebpCodec(_ImageCodec):
-    """WebP lossless; `level` is libwebp's method (0 fastest .. 6 smallest). The map is given to libwebp
-    as a grey RGB image, which it stores as a palette of the map's values."""
+    """WebP lossless; `level` is libwebp's method (0 fastest .. 6 smallest), `quality` its effort (0..100).
+
+    `rows` consecutive rows of the map are the channels of one image row: with rows=4 the (H, W) map is
+    the RGBA image (ceil(H / 4), W, 4), its last row repeated to fill the last pixel row. WebP codes
+    each image row against the one above, so one copy then spans four map rows: the maps come out
+    0.35-0.55x of PNG, against 0.55-0.7x as a grey image (rows=1, the map replicated to RGB; stores
+    written before packing; benchmarks/storage.py measures both).
+    """
 
     codec_name = "autolabel.webp"
+    quality: int
+    rows: int
+
+    def __init__(self, *, level: int, quality: int = WEBP_QUALITY, rows: int = 1) -> None:
+        super().__init__(level=level)
+        if rows not in WEBP_ROWS:
+            raise ValueError(f"{self.codec_name} packs {' or '.join(map(str, WEBP_ROWS))} rows per pixel row, "
+                             f"got {rows}")
+        object.__setattr__(self, "quality", int(quality))
+        object.__setattr__(self, "rows", int(rows))
+
+    def to_dict(self) -> dict[str, Any]:
+        configuration = {"level": self.level, "quality": self.quality, "rows": self.rows}
+        return {"name": self.codec_name, "configuration": configuration}
 
     def _encode_plane(self, plane: np.ndarray) -> bytes:
-        rgb = np.repeat(plane[..., None], 3, axis=2)  # (H, W, 3)
-        return imagecodecs.webp_encode(rgb, lossless=True, method=self.level)
+        return imagecodecs.webp_encode(pack_rows(plane, self.rows), self.quality, lossless=True,
+                                       method=self.level)
 
-    def _decode_plane(self, data: bytes) -> np.ndarray:
-        return np.ascontiguousarray(imagecodecs.webp_decode(data)[..., 0])
+    def _decode_plane(self, data: bytes, shape: tuple[int, int]) -> np.ndarray:
+        return unpack_rows(imagecodecs.webp_decode(data, hasalpha=self.rows == 4), self.rows, shape[0])
+
+
+def pack_rows(plane: np.ndarray, rows: int) -> np.ndarray:
+    """The (H, W) uint8 map as a (ceil(H / rows), W, C) image: rows=4 puts map rows 4i..4i+3 in the RGBA
+    of image row i (the last map row repeated to a multiple of 4); rows=1 replicates the map to RGB."""
+    if rows == 1:
+        return np.repeat(plane[..., None], 3, axis=2)  # (H, W, 3)
+    padded = -plane.shape[0] % rows
+    if padded:
+        plane = np.concatenate([plane, np.repeat(plane[-1:], padded, axis=0)])
+    grouped = plane.reshape(-1, rows, plane.shape[1])  # (H/rows, rows, W)
+    image = cv2.merge([np.ascontiguousarray(grouped[:, c]) for c in range(rows)])  # OpenCV: 10x numpy's copy
+    return image.reshape(grouped.shape[0], grouped.shape[2], rows)  # (H/rows, W, rows), even where H/rows is 1
+
+
+def unpack_rows(image: np.ndarray, rows: int, height: int) -> np.ndarray:
+    """pack_rows undone: the (height, W) map of a (ceil(height / rows), W, C) image."""
+    if rows == 1:
+        return np.ascontiguousarray(image[..., 0])
+    grouped = np.empty((image.shape[0], rows, image.shape[1]), np.uint8)  # (H/rows, rows, W)
+    cv2.split(image, [grouped[:, c] for c in range(rows)])  # into the row views: no further copy
+    return grouped.reshape(-1, image.shape[1])[:height]
 
 
 class JpegxlCodec(_ImageCodec):
@@ -105,7 +162,7 @@ class JpegxlCodec(_ImageCodec):
     def _encode_plane(self, plane: np.ndarray) -> bytes:
         return imagecodecs.jpegxl_encode(plane, lossless=True, effort=self.level, numthreads=1)
 
-    def _decode_plane(self, data: bytes) -> np.ndarray:
+    def _decode_plane(self, data: bytes, shape: tuple[int, int]) -> np.ndarray:
         return imagecodecs.jpegxl_decode(data, numthreads=1)
 
 
@@ -129,7 +186,9 @@ class CodecChoice:
             raise ConfigError(f"{self.name} level must be in {self.levels[0]}..{self.levels[1]}, got {level}")
         if self.name == "zstd":
             return [BytesCodec(), ZstdCodec(level=level, checksum=False)]
-        return [(WebpCodec if self.name == "webp" else JpegxlCodec)(level=level)]
+        if self.name == "webp":
+            return [WebpCodec(level=level, rows=WEBP_PACKED_ROWS)]
+        return [JpegxlCodec(level=level)]
 
 
 CODECS: dict[str, CodecChoice] = {

@@ -85,20 +85,23 @@ def class_centroids(label: np.ndarray, num_classes: int = NUM_CLASSES) -> dict[i
 
 def _nearest_pixel(label: np.ndarray, cls: int, my: float, mx: float) -> Centre:
     """The pixel of `cls` nearest to (my, mx), the first in row-major order among equals; searched in
-    square windows growing around the point, each holding every pixel within its half-side."""
+    square windows doubling around the point, each holding every pixel within its half-side."""
     h, w = label.shape
     cy, cx = int(my), int(mx)
-    radius = 8
+    radius = 16
     while True:
         y0, x0 = max(0, cy - radius), max(0, cx - radius)
-        ys, xs = np.nonzero(label[y0:cy + radius + 1, x0:cx + radius + 1] == cls)
+        window = label[y0:cy + radius + 1, x0:cx + radius + 1]
+        found = cv2.findNonZero(cv2.compare(window, cls, cv2.CMP_EQ))  # (x, y) points in row-major order
         whole = y0 == 0 and x0 == 0 and cy + radius + 1 >= h and cx + radius + 1 >= w
-        if ys.size:
-            distances = (ys + y0 - my) ** 2 + (xs + x0 - mx) ** 2
+        if found is not None:
+            points = found.reshape(-1, 2).astype(np.int64)  # (N, 2)
+            xs, ys = points[:, 0] + x0, points[:, 1] + y0
+            distances = (ys - my) ** 2 + (xs - mx) ** 2
             k = int(np.argmin(distances))
             if distances[k] <= radius * radius or whole:
-                return int(ys[k]) + y0, int(xs[k]) + x0
-        radius *= 4
+                return int(ys[k]), int(xs[k])
+        radius *= 2
 
 
 def _stamp(path: Path) -> tuple[str, int, int]:

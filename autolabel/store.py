@@ -34,6 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+import cv2
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -189,11 +190,23 @@ def _timestamp(value: datetime | str | None) -> str:
     return value.astimezone(timezone.utc).isoformat()
 
 
+EXACT_HISTOGRAM_PIXELS = 2**24
+"""OpenCV counts in float32: exact below this many pixels."""
+
+
+def _value_counts(labels: np.ndarray) -> np.ndarray:
+    """(256,) int64 pixels of each value of a uint8 map: OpenCV's histogram (a few times faster than
+    numpy's bincount, which widens every pixel to int64) where its float32 counts are exact."""
+    if labels.size < EXACT_HISTOGRAM_PIXELS:
+        return cv2.calcHist([labels], [0], None, [256], [0, 256]).ravel().astype(np.int64)
+    return np.bincount(labels.ravel(), minlength=256)
+
+
 def class_pixels(labels: np.ndarray, name: str = "labels") -> tuple[int, ...]:
     """Pixel count of each train id in a (H, W) uint8 label map; rejects values 19..254."""
     if labels.dtype != np.uint8 or labels.ndim != 2:
         raise ValueError(f"{name} must be a (H, W) uint8 array, got {labels.dtype} {labels.shape}")
-    counts = np.bincount(labels.ravel(), minlength=IGNORE + 1)  # (256,)
+    counts = _value_counts(labels)  # (256,)
     invalid = np.flatnonzero(counts[NUM_CLASSES:IGNORE]) + NUM_CLASSES
     if invalid.size:
         raise ValueError(
