@@ -558,9 +558,9 @@ def label(
         help="Ray cluster to run on [default: RAY_ADDRESS, else a local Ray on this machine's cores].")] = None,
     flip: FlipOption = False,
     keep_confidence: Annotated[bool, typer.Option(
-        help="Also store each labelled pixel's max probability in steps of 0.1, so `rethreshold` can raise the "
-             "threshold later: thresholds that are multiples of 0.1 (0.6, 0.7, 0.8, 0.9) stay exact, others act as "
-             "the next multiple up.")] = False,
+        help="Also store whether each labelled pixel's max probability clears 0.7 and 0.9, so `rethreshold` can "
+             "raise the threshold later: 0.7 and 0.9 stay exact, others act as the next of them up. Costs at most "
+             "the labels' bytes.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a store made with other settings.")] = False,
     codec: Annotated[Optional[str], typer.Option(help=CODEC_HELP, show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -601,7 +601,7 @@ def rethreshold(
     """Threshold a store's labels again at a higher threshold, without running the teacher.
 
     Needs a store labelled with --keep-confidence; pixels whose stored confidence is not above the new threshold
-    become 255 (ignore). Thresholds that are multiples of 0.1 are exact; others act as the next multiple up. The
+    become 255 (ignore). Thresholds 0.7 and 0.9 are exact; others act as the next of those up. The
     new store keeps the confidence, so it can be re-thresholded again.
     """
     from pipelines.label import rethreshold as run_rethreshold

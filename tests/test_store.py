@@ -20,7 +20,9 @@ from autolabel.store import (
     Provenance,
     ProvenanceMismatchError,
     StoreError,
+    kept_confidence,
 )
+from autolabel.threshold import rethreshold
 
 PROVENANCE = Provenance(checkpoint_sha256="ab" * 32, scales=(1.0, 0.5), threshold=0.5, pointrend=True)
 H, W = 64, 128
@@ -344,12 +346,28 @@ def test_store_opened_read_only_refuses_writes(store):
 def test_confidence_maps_are_kept_when_the_store_keeps_them(tmp_path):
     provenance = Provenance("ab" * 32, (1.0,), 0.5, False, keep_confidence=True)
     store = LabelStore.create(tmp_path / "s.zarr", provenance)
-    confidence = np.random.default_rng(0).integers(10, 20, size=(H, W), dtype=np.uint8)
-    store.write(_id(1), _labels(1), source="img.png", confidence=confidence, mean_confidence=0.7)
-    assert np.array_equal(store.read_confidence(_id(1)), confidence)
+    labels = _labels(1)
+    confidence = np.where(labels == IGNORE, 0, np.random.default_rng(0).integers(5, 10, size=(H, W))).astype(np.uint8)
+    store.write(_id(1), labels, source="img.png", confidence=confidence, mean_confidence=0.7)
+    kept = np.select([labels == IGNORE, confidence >= 9, confidence >= 7], [0, 9, 7], 5)
+    assert np.array_equal(store.read_confidence(_id(1)), kept)
     assert store.record(_id(1)).mean_confidence == 0.7
     with pytest.raises(StoreError, match="keeps confidence"):
         store.write(_id(2), _labels(2), source="img.png")
+
+
+@pytest.mark.parametrize(("threshold", "acts_as"), [(0.5, 0.5), (0.6, 0.7), (0.7, 0.7), (0.8, 0.9), (0.9, 0.9)])
+def test_kept_confidence_rethresholds_exactly_at_0_7_and_0_9_and_at_the_next_of_those_above(threshold, acts_as):
+    labels = _labels(3)
+    confidence = np.where(labels == IGNORE, 0, np.random.default_rng(3).integers(5, 10, size=(H, W))).astype(np.uint8)
+    kept = np.where(labels == IGNORE, 0, kept_confidence(labels, confidence, 0.5))
+    assert np.array_equal(rethreshold(labels, kept, threshold)[0], rethreshold(labels, confidence, acts_as)[0])
+
+
+def test_kept_confidence_of_a_stricter_store_keeps_only_the_thresholds_above_its_own():
+    labels = np.zeros((2, 4), np.uint8)
+    confidence = np.array([[7, 8, 9, 9], [7, 7, 8, 9]], np.uint8)  # a store at 0.7 labels p > 0.7: steps >= 7
+    assert np.array_equal(kept_confidence(labels, confidence, 0.7), [[7, 7, 9, 9], [7, 7, 7, 9]])
 
 
 def test_memory_url_store_round_trips(tmp_path):
