@@ -7,9 +7,15 @@ threshold leaves; `gtFine` and `gtCoarse`, synthetic scenes whose polygon annota
 cityscapesscripts' json2labelImg as the real Cityscapes labels are; `teacher`, the teacher checkpoint's
 predictions on the synthetic images thresholded at 0.5 (skipped without --checkpoint). Each kind goes
 through LabelStore.write (class counts and centroids included) into a fresh store per codec, then the
-manifest. Bytes count every file of the store per image; PNG is OpenCV level 9 of the same maps.
-Reads open the store anew: whole maps, then random crops of half the height and width (512x1024 of
-1024x2048). Run it on one core (taskset) for the per-core speeds.
+manifest. Bytes count every file of the store (maps, zarr.json documents, manifest) divided by the
+images; the metadata column is the part that is not maps (a fixed ~5 kB plus 25-40 B per image, so it
+shrinks per image as a store grows). PNG is OpenCV level 9 of the same maps. Reads open the store anew:
+whole maps, then random crops of half the height and width (512x1024 of 1024x2048).
+
+Speeds are maps per second of this process's CPU time (every thread), so on one core (taskset) they are
+the per-core speed even when other processes share that core; wall-clock rates are in the JSON. With a
+checkpoint, the teacher maps are also written to a --keep-confidence store: `confidence` is the bytes
+of its kept confidence maps over those of its label maps.
 
 `--index-images N` also times `inspect` (storage_report) and `fuse` on a store of N small maps.
 """
@@ -20,7 +26,7 @@ import argparse
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -34,7 +40,7 @@ from autolabel.codecs import CODECS
 from autolabel.images import encode_png
 from autolabel.labels import IGNORE, TRAIN_ID_BY_NAME, to_train_ids
 from autolabel.storage_report import storage_report
-from autolabel.store import LabelStore, Provenance
+from autolabel.store import CONFIDENCE, LABELS, LabelStore, Provenance
 from autolabel.synth import SynthConfig, render_sample
 from benchmarks.machine import machine
 
@@ -53,9 +59,17 @@ class Result:
     bytes_per_image: float
     """Every file of the store (PNG: the files) per image."""
     vs_png: float
+    map_bytes_per_image: float
+    """The label maps' chunks alone."""
+    metadata_bytes_per_image: float
     write_maps_per_s: float
     read_maps_per_s: float
     crop_reads_per_s: float
+    wall_write_maps_per_s: float
+    wall_read_maps_per_s: float
+    wall_crop_reads_per_s: float
+    confidence: float | None = None
+    """Bytes of the kept confidence maps over the label maps' (teacher maps with --checkpoint)."""
 
 
 def _fill_polygon(labels: np.ndarray, points: np.ndarray, class_name: str) -> None:
@@ -133,12 +147,15 @@ def _crops(rng: np.random.Generator, shape: tuple[int, int], count: int) -> list
     return [(int(y), int(y) + h, int(x), int(x) + w) for y, x in zip(ys, xs)]
 
 
-def synthetic_maps(count: int, height: int, width: int, checkpoint: Path | None) -> dict[str, list[np.ndarray]]:
-    """The gtFine, gtCoarse and (with a checkpoint) teacher maps of `count` synthetic scenes, as train ids."""
+def synthetic_maps(count: int, height: int, width: int, checkpoint: Path | None
+                   ) -> tuple[dict[str, list[np.ndarray]], list[np.ndarray]]:
+    """The gtFine, gtCoarse and (with a checkpoint) teacher maps of `count` synthetic scenes, as train ids,
+    and the teacher maps' confidence steps (empty without a checkpoint)."""
     config = SynthConfig(train_extra=count, height=height, width=width)
     samples = [render_sample(config, "train_extra", i) for i in range(count)]
     maps = {"gtFine": [to_train_ids(s.fine_ids) for s in samples],
             "gtCoarse": [to_train_ids(s.coarse_ids) for s in samples]}
+    confidences: list[np.ndarray] = []
     if checkpoint is not None:
         import torch
 
@@ -152,53 +169,79 @@ def synthetic_maps(count: int, height: int, width: int, checkpoint: Path | None)
         for sample in samples:
             probs = predict(model, normalize_batch(torch.from_numpy(sample.image)[None]), scales=(1.0,),
                             pointrend=True)  # (1, K, H, W)
-            maps["teacher"].append(threshold_probs(probs, PROVENANCE.threshold)[0].numpy())
-    return maps
+            labels, confidence = threshold_probs(probs, PROVENANCE.threshold, with_confidence=True)
+            maps["teacher"].append(labels[0].numpy())
+            confidences.append(confidence[0].numpy())
+    return maps, confidences
 
 
 def _ids(count: int) -> list[str]:
     return [f"bench_000000_{i:06d}" for i in range(count)]
 
 
+class _Clock:
+    """Seconds of this process's CPU time and of the wall clock since it was made."""
+
+    def __init__(self) -> None:
+        self.cpu, self.wall = time.process_time(), time.perf_counter()
+
+    def rates(self, count: int) -> tuple[float, float]:
+        """(per CPU second, per wall second) of `count` maps."""
+        return _rate(count, time.process_time() - self.cpu), _rate(count, time.perf_counter() - self.wall)
+
+
+def confidence_ratio(workdir: Path, size: str, maps: list[np.ndarray], confidences: list[np.ndarray],
+                     codec: str) -> float:
+    """Bytes of the kept confidence maps over the label maps' bytes, in one --keep-confidence store."""
+    store = LabelStore.create(workdir / f"confidence-{size}-{codec}.zarr", replace(PROVENANCE, keep_confidence=True),
+                              codec=codec)
+    for image_id, labels, confidence in zip(_ids(len(maps)), maps, confidences):
+        store.write(image_id, labels, source=image_id, confidence=confidence)
+    usage = store.disk_usage()
+    return usage[CONFIDENCE] / usage[LABELS]
+
+
 def bench_store(workdir: Path, kind: str, size: str, maps: list[np.ndarray], codec: str) -> Result:
     url = str(workdir / f"{kind}-{size}-{codec}.zarr")
     ids = _ids(len(maps))
     store = LabelStore.create(url, PROVENANCE, codec=codec)
-    start = time.perf_counter()
+    clock = _Clock()
     for image_id, labels in zip(ids, maps):
         store.write(image_id, labels, source=image_id)
     store.write_manifest()
-    write_s = time.perf_counter() - start
+    write = clock.rates(len(maps))
     reader = LabelStore.open(url)
     reader.completed_ids()  # the index, read once as any reader does
-    start = time.perf_counter()
+    clock = _Clock()
     read = [reader.read(image_id) for image_id in ids]
-    read_s = time.perf_counter() - start
+    read_rates = clock.rates(len(maps))
     crops = _crops(np.random.default_rng(0), maps[0].shape, len(maps))
-    start = time.perf_counter()
+    clock = _Clock()
     for image_id, crop in zip(ids, crops):
         reader.read_window(image_id, *crop)
-    crop_s = time.perf_counter() - start
+    crop = clock.rates(len(maps))
     for image_id, labels, back in zip(ids, maps, read):
         if not np.array_equal(back, labels):
             raise RuntimeError(f"{url}: {image_id} does not read back as written")
     png = sum(len(encode_png(m)) for m in maps)
-    on_disk = reader.nbytes_on_disk()
-    return Result(kind, size, codec, reader.codec_level, len(maps), on_disk / len(maps), png / on_disk,
-                  _rate(len(maps), write_s), _rate(len(maps), read_s), _rate(len(maps), crop_s))
+    usage = reader.disk_usage()
+    on_disk, n = sum(usage.values()), len(maps)
+    return Result(kind, size, codec, reader.codec_level, n, on_disk / n, png / on_disk, usage[LABELS] / n,
+                  usage["metadata"] / n, write[0], read_rates[0], crop[0], write[1], read_rates[1], crop[1])
 
 
 def bench_png(kind: str, size: str, maps: list[np.ndarray]) -> Result:
-    start = time.perf_counter()
+    clock = _Clock()
     encoded = [encode_png(m) for m in maps]
-    write_s = time.perf_counter() - start
-    start = time.perf_counter()
+    write = clock.rates(len(maps))
+    clock = _Clock()
     for data in encoded:
         cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    read_s = time.perf_counter() - start
+    read = clock.rates(len(maps))
     size_bytes = sum(len(d) for d in encoded)
-    return Result(kind, size, "png", 9, len(maps), size_bytes / len(maps), 1.0, _rate(len(maps), write_s),
-                  _rate(len(maps), read_s), _rate(len(maps), read_s))
+    n = len(maps)
+    return Result(kind, size, "png", 9, n, size_bytes / n, 1.0, size_bytes / n, 0.0, write[0], read[0], read[0],
+                  write[1], read[1], read[1])
 
 
 def bench_index(workdir: Path, count: int) -> dict[str, float]:
@@ -236,18 +279,21 @@ def bench_index(workdir: Path, count: int) -> dict[str, float]:
 
 def _table(results: list[Result], title: str) -> Table:
     table = Table(title=title)
-    for column in ("maps", "size", "codec", "B/image", "vs PNG", "write maps/s", "read maps/s", "crop reads/s"):
+    columns = ("maps", "size", "codec", "B/image", "vs PNG", "metadata B/image", "write maps/s", "read maps/s",
+               "crop reads/s", "confidence")
+    for column in columns:
         table.add_column(column, justify="right")
     for r in results:
         table.add_row(r.kind, r.size, f"{r.codec} {r.level}", f"{r.bytes_per_image:,.0f}",
-                      f"{1 / r.vs_png:.2f}x", f"{r.write_maps_per_s:.1f}", f"{r.read_maps_per_s:.1f}",
-                      f"{r.crop_reads_per_s:.1f}")
+                      f"{1 / r.vs_png:.2f}x", f"{r.metadata_bytes_per_image:,.0f}", f"{r.write_maps_per_s:.1f}",
+                      f"{r.read_maps_per_s:.1f}", f"{r.crop_reads_per_s:.1f}",
+                      "" if r.confidence is None else f"{r.confidence:.2f}x")
     return table
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=16, help="maps per kind and size (default 16)")
+    parser.add_argument("--images", type=int, default=64, help="maps per kind and size (default 64)")
     parser.add_argument("--sizes", nargs="*", default=list(DEFAULT_SIZES),
                         help="HxW sizes (default 512x1024 1024x2048; none with --index-images alone)")
     parser.add_argument("--codecs", nargs="+", default=list(CODECS), choices=list(CODECS))
@@ -264,18 +310,23 @@ def main() -> None:
         for size in args.sizes:
             height, width = (int(v) for v in size.split("x"))
             rng = np.random.default_rng(args.seed)
-            kinds = {"drawn": [street_scene(rng, height, width) for _ in range(args.images)],
-                     **synthetic_maps(args.images, height, width, args.checkpoint)}
-            for kind, maps in kinds.items():
+            drawn = [street_scene(rng, height, width) for _ in range(args.images)]
+            synthetic, confidences = synthetic_maps(args.images, height, width, args.checkpoint)
+            for kind, maps in {"drawn": drawn, **synthetic}.items():
                 results.append(bench_png(kind, size, maps))
-                results += [bench_store(workdir, kind, size, maps, codec) for codec in args.codecs]
+                for codec in args.codecs:
+                    result = bench_store(workdir, kind, size, maps, codec)
+                    if kind == "teacher" and confidences:
+                        result = replace(result, confidence=confidence_ratio(workdir, size, maps, confidences, codec))
+                    results.append(result)
         if args.index_images:
             index = bench_index(workdir, args.index_images)
     info = machine(zarr=zarr.__version__, imagecodecs=imagecodecs.__version__, opencv=cv2.__version__)
     console = Console(width=120)
     console.print(f"machine: {info['platform']}, {info['processor']}, {info['cpu_count']} CPUs; "
                   f"zarr {info['zarr']}, imagecodecs {info['imagecodecs']}, OpenCV {info['opencv']}")
-    console.print(_table(results, f"{args.images} maps per kind and size; bytes: every file of the store per image"))
+    console.print(_table(results, f"{args.images} maps per kind and size; bytes: every file of the store per image; "
+                                  "speeds: maps per CPU second"))
     if index:
         console.print(f"index: {index['images']:,} maps of 128x256: inspect {index['inspect_s']:.1f} s, "
                       f"fuse {index['fuse_s']:.1f} s (writing them: {index['write_s']:.0f} s)")
