@@ -1,17 +1,25 @@
 """The label store: zarr v3 arrays of label maps, one chunk per image, indexed by a Parquet manifest.
 
     {url}/zarr.json                         root group; attributes["autolabel"]: format, provenance, codec
-    {url}/labels/{city}/{H}x{W}             uint8 array (SEQUENCES, FRAMES, H, W) of train ids (0..18,
-                                            255 = ignore); image {city}_{seq}_{frame} is the single
-                                            chunk [seq, frame] (file c.{seq}.{frame}.0.0), its map
-                                            compressed whole
-    {url}/confidence/{city}/{H}x{W}         the same for the quantised confidence (keep_confidence stores)
+    {url}/labels/{city}/{H}x{W}/zarr.json   uint8 array (SEQUENCES, FRAMES, H, W) of train ids (0..18,
+                                            255 = ignore), fill 255; its codec chain (autolabel.codecs)
+    {url}/labels/{city}/{H}x{W}/c.{seq}.{frame}.0.0
+                                            image {city}_{seq}_{frame}: the single chunk [seq, frame],
+                                            its map compressed whole (webp: four map rows per RGBA row)
+    {url}/confidence/{city}/{H}x{W}/...     the same for the kept confidence steps (keep_confidence
+                                            stores; see kept_confidence), fill 0
     {url}/records/{image_id}.json           the record of an image written since the last manifest
-    {url}/manifest.parquet                  one row per image: the index every reader starts from
+    {url}/manifest.parquet                  one row per image (MANIFEST_SCHEMA: provenance, counts,
+                                            centroids, status): the index every reader starts from
+
+    bytes per image = (maps + zarr.json documents + manifest) / images; the metadata is a fixed ~5 kB
+    (documents, Parquet footer) plus 25-40 B per image in the manifest
 
 A reader finds an image through the index: the manifest, overlaid by the records written since it (a
-run cut short leaves them; `write_manifest` folds them in and deletes them). Other zarr readers open
-`labels/{city}/{H}x{W}` and read [seq, frame].
+run cut short leaves them; `write_manifest` folds them in and deletes them). The fold replaces the
+manifest atomically before it deletes the records it holds, so a crash at any point leaves every
+image in the manifest or in a record; only the records are ever deleted, and only once folded.
+Other zarr readers open `labels/{city}/{H}x{W}` and read [seq, frame].
 
 Concurrency: a writer touches only its image's chunks and record file, and creates the array of a new
 (city, size) with the same metadata any other writer would, so any number of processes may write
