@@ -38,7 +38,6 @@ from zarr.registry import register_codec
 
 from autolabel.errors import ConfigError
 
-
 WEBP_QUALITY = 50
 """libwebp's lossless effort: 25 stores 2-4% more bytes, 75 no fewer (benchmarks/storage.py)."""
 WEBP_ROWS = (1, 4)

@@ -203,8 +203,8 @@ MANIFEST_SCHEMA = pa.schema(
     ]
 )
 """Manifest columns: the ImageRecord fields, in order; timestamps as UTC."""
-MANIFEST_PARQUET = dict(compression="zstd", compression_level=19, use_dictionary=False, write_statistics=False,
-                        store_schema=False)
+MANIFEST_PARQUET = {"compression": "zstd", "compression_level": 19, "use_dictionary": False,
+                    "write_statistics": False, "store_schema": False}
 """How the manifest is written: 25-40 bytes per image and a fixed 4 kB (dictionaries cost a page per column and
 more bytes per image; the Arrow schema 1.6 kB, restored on reading by casting to MANIFEST_SCHEMA)."""
 

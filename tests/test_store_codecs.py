@@ -18,7 +18,8 @@ def test_webp_image_holds_four_map_rows_per_pixel_row_as_rgba():
     image = pack_rows(plane, 4)
     assert image.shape == (2, 3, 4)
     np.testing.assert_array_equal(image[0, 1], plane[0:4, 1])  # R, G, B, A = rows 0..3 of column 1
-    np.testing.assert_array_equal(image[1, 2], [plane[4, 2], plane[5, 2], plane[5, 2], plane[5, 2]])  # last row repeated
+    last = [plane[4, 2], plane[5, 2], plane[5, 2], plane[5, 2]]  # the last map row repeated
+    np.testing.assert_array_equal(image[1, 2], last)
 
 
 @pytest.mark.parametrize("height", [1, 2, 3, 4, 5, 7, 9])
