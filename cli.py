@@ -7,6 +7,7 @@ import enum
 import functools
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Annotated, Optional
@@ -64,6 +65,86 @@ def progress_bar() -> Progress:
 
 def print_json(data: dict) -> None:
     out.print_json(json.dumps(data), highlight=False)
+
+
+# --------------------------------------------------------------------------- choices
+# typer lists these in --help and refuses anything else with exit 2; tests/test_cli.py checks that each matches
+# the library's own list.
+def _choices(name: str, *values: str) -> type[enum.Enum]:
+    return enum.Enum(name, {value: value for value in values}, type=str)
+
+
+Preset = _choices("Preset", "tiny", "w18s", "w48")
+Device = _choices("Device", "cpu", "cuda")
+Codec = _choices("Codec", "webp", "zstd", "jpegxl")
+LabelSource = _choices("LabelSource", "gtCoarse", "gtFine")
+ExportFormat = _choices("ExportFormat", "trainIds", "labelIds")
+Optimizer = _choices("Optimizer", "adamw", "sgd")
+
+
+def _value(choice: enum.Enum | None) -> str | None:
+    return None if choice is None else choice.value
+
+
+# --------------------------------------------------------------------------- values typer cannot range-check
+def _threshold(value: float) -> float:
+    if not (math.isfinite(value) and 0.0 <= value < 1.0):
+        raise typer.BadParameter(f"must be in [0, 1), got {value}")
+    return value
+
+
+def _target_accuracy(value: float) -> float:
+    if not (math.isfinite(value) and 0.0 < value <= 1.0):
+        raise typer.BadParameter(f"must be in (0, 1], got {value}")
+    return value
+
+
+def _scales(text: str | None) -> str | None:
+    """Checks --scales (comma-separated positive numbers); `parse_scales` turns it into a tuple."""
+    if text is not None:
+        try:
+            scales = parse_scales(text)
+        except ValueError:
+            raise typer.BadParameter(f"expected comma-separated numbers like 0.5,1.0,2.0, got {text!r}") from None
+        if not all(math.isfinite(s) and s > 0 for s in scales):
+            raise typer.BadParameter(f"scales must be positive numbers, got {text!r}")
+    return text
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    return tuple(float(v) for v in text.split(","))
+
+
+def _hw(text: str) -> str:
+    try:
+        parse_hw(text)
+    except ValueError:
+        raise typer.BadParameter(f"expected HxW like 64x128, got {text!r}") from None
+    return text
+
+
+def parse_hw(text: str) -> tuple[int, int]:
+    h, w = (int(v) for v in text.lower().split("x"))
+    return h, w
+
+
+def _max_pixels(value: int | None) -> int | None:
+    """Refuses (exit 2) a --max-pixels below the smallest sliding window."""
+    from models.predict import MIN_WINDOW
+
+    if value is not None and value < MIN_WINDOW**2:
+        raise typer.BadParameter(f"must be at least {MIN_WINDOW**2} (one {MIN_WINDOW}x{MIN_WINDOW} window), got {value}")
+    return value
+
+
+def predict_options(scales: str | None, pointrend: bool, flip: bool, max_pixels: int | None, batch_size: int = 1):
+    """The library's PredictOptions from the options given; what is not given keeps the library's default."""
+    from models.predict import PredictOptions
+
+    given = {"max_pixels": max_pixels} if max_pixels is not None else {}
+    if scales is not None:
+        given["scales"] = parse_scales(scales)
+    return PredictOptions(pointrend=pointrend, flip=flip, batch_size=batch_size, **given)
 
 
 # --------------------------------------------------------------------------- synth
@@ -136,36 +217,25 @@ CODEC_HELP = ("How the maps of a new store are compressed: webp (default; WebP l
               "store being resumed.")
 
 
-def _check_codec(codec: str | None) -> str | None:
-    from autolabel.codecs import CODECS
-
-    if codec is not None and codec not in CODECS:
-        raise typer.BadParameter(f"must be one of {', '.join(CODECS)}", param_hint="--codec")
-    return codec
-
-
 @command(name="import")
 def import_(
     root: Annotated[Path, typer.Argument(help="Cityscapes-format dataset root.")],
     out: Annotated[str, typer.Option("--out", help="Label store to write (path or fsspec URL, e.g. labels.zarr).")],
     split: Annotated[str, typer.Option(help="Split whose label maps to import.")] = "train",
-    source: Annotated[str, typer.Option(help="Label kind: gtCoarse or gtFine.")] = "gtCoarse",
+    source: Annotated[LabelSource, typer.Option(help="Label kind.")] = "gtCoarse",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing store at --out.")] = False,
-    codec: Annotated[Optional[str], typer.Option(help=CODEC_HELP, show_default=False)] = None,
+    codec: Annotated[Optional[Codec], typer.Option(help=CODEC_HELP, show_default=False)] = None,
 ) -> None:
     """Import existing PNG label maps (label ids) into a label store, as train ids.
 
     Converts a PNG label set into the compact zarr store; rerunning skips images already stored.
     """
-    _import(root, out, split, source, overwrite, _check_codec(codec))
+    _import(root, out, split, source.value, overwrite, _value(codec))
 
 
 def _import(root: Path, out: str, split: str, source: str, overwrite: bool, codec: str | None) -> None:
-    from autolabel.layout import LABEL_SOURCES
     from pipelines.ingest import import_labels
 
-    if source not in LABEL_SOURCES:
-        raise typer.BadParameter(f"must be one of {', '.join(LABEL_SOURCES)}", param_hint="--source")
     with progress_bar() as bar:
         task = bar.add_task(f"import {split}/{source}", total=None)
         summary = import_labels(root, split, source, out, overwrite,
@@ -217,48 +287,20 @@ def _inspect(store_url: str, json_: bool, overlay: str | None, png: Path | None)
 
 
 # --------------------------------------------------------------------------- train
-DeviceOption = Annotated[str, typer.Option(help="cpu or cuda.")]
-
-
-def _check_optimizer(value: str) -> str:
-    from pipelines.train import OPTIMIZERS
-
-    if value not in OPTIMIZERS:
-        raise typer.BadParameter(f"must be one of {', '.join(OPTIMIZERS)}, got {value!r}")
-    return value
-
-
-def _parse_hw(text: str, name: str) -> tuple[int, int]:
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise typer.BadParameter(f"expected HxW like 64x128, got {text!r}", param_hint=name) from None
-    return h, w
-
-
-def _parse_scales(text: str) -> tuple[float, ...]:
-    try:
-        scales = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise typer.BadParameter(f"expected comma-separated numbers like 0.5,1.0,2.0, got {text!r}",
-                                 param_hint="--scales") from None
-    if not scales or min(scales) <= 0:
-        raise typer.BadParameter("scales must be positive", param_hint="--scales")
-    return scales
+DeviceOption = Annotated[Device, typer.Option(help="Where the network runs.")]
 
 
 @command
 def train(
     root: Annotated[Path, typer.Argument(help="Cityscapes-format dataset root (fine labels of --split are used).")],
     out: Annotated[Path, typer.Option("--out", help="Run directory: model.pt, checkpoints/, metrics.jsonl.")],
-    preset: Annotated[str, typer.Option(help="Model size: tiny (CPU tests), w18s, w48 (the paper's teacher).")] = "tiny",
+    preset: Annotated[Preset, typer.Option(help="Model size: tiny (CPU tests), w18s, w48 (the paper's teacher).")] = "tiny",
     iters: Annotated[int, typer.Option(help="Training iterations (batches).")] = 1000,
     batch_size: Annotated[int, typer.Option(help="Images per iteration, over all workers.")] = 8,
-    crop: Annotated[str, typer.Option(help="Training crop HxW.")] = "64x128",
+    crop: Annotated[str, typer.Option(callback=_hw, help="Training crop HxW.")] = "64x128",
     lr: Annotated[float, typer.Option(help="Peak learning rate, reached after the warm-up, then decayed linearly "
                                            "(poly) to 0.")] = 0.003,
-    optimizer: Annotated[str, typer.Option(
-        callback=_check_optimizer,
+    optimizer: Annotated[Optimizer, typer.Option(
         help="adamw (learns fastest from scratch) or sgd (momentum 0.9; pass a larger --lr, e.g. 0.01).")] = "adamw",
     warmup_iters: Annotated[int, typer.Option(min=0, help="Iterations of linear learning-rate warm-up.")] = 25,
     eval_every: Annotated[int, typer.Option(
@@ -285,9 +327,9 @@ def train(
     """Train a teacher (or student) network; rerunning the same command resumes from the last checkpoint."""
     from pipelines.train import TrainConfig
 
-    config = TrainConfig(root=str(root), run_dir=str(out), preset=preset, iters=iters, batch_size=batch_size,
-                         crop=_parse_hw(crop, "--crop"), lr=lr, optimizer=optimizer, warmup_iters=warmup_iters,
-                         eval_every=eval_every, workers=workers, device=device, manifest=manifest,
+    config = TrainConfig(root=str(root), run_dir=str(out), preset=preset.value, iters=iters, batch_size=batch_size,
+                         crop=parse_hw(crop), lr=lr, optimizer=optimizer.value, warmup_iters=warmup_iters,
+                         eval_every=eval_every, workers=workers, device=device.value, manifest=manifest,
                          init=None if init is None else str(init),
                          train_only=None if train_only is None else tuple(train_only.split(",")),
                          split=split, class_uniform=class_uniform, checkpoint_every=checkpoint_every, seed=seed,
@@ -326,7 +368,7 @@ def convert_checkpoint(
                        "HRNet-Semantic-Segmentation HRNet-OCR W48 (81.6); mmseg: mmsegmentation OCRNet "
                        "HRNetV2p-W48 (80.7-81.4).")],
     out: Annotated[Path, typer.Option("--out", help="This project's checkpoint to write.")],
-    preset: Annotated[str, typer.Option(help="Network widths of the source (w48 for the published teachers).")] = "w48",
+    preset: Annotated[Preset, typer.Option(help="Network widths of the source (w48 for the published teachers).")] = "w48",
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Turn a published teacher's checkpoint into one that `evaluate`, `label`, `calibrate` and `train --init` use.
@@ -339,7 +381,7 @@ def convert_checkpoint(
     """
     from pipelines.convert import convert
 
-    summary = convert(src, source.value, out, preset)
+    summary = convert(src, source.value, out, preset.value)
     if json_:
         print_json(dataclasses.asdict(summary))
         return
@@ -359,21 +401,9 @@ MAX_PIXELS_HELP = ("Largest scaled input (pixels) predicted in one piece; larger
                    "windows. Lower it if the largest scale runs out of memory. [default: 1024x2048]")
 
 
-MaxPixelsOption = Annotated[Optional[int], typer.Option(help=MAX_PIXELS_HELP, show_default=False)]
+MaxPixelsOption = Annotated[Optional[int], typer.Option(callback=_max_pixels, help=MAX_PIXELS_HELP, show_default=False)]
 FlipOption = Annotated[bool, typer.Option(
     help="Average each prediction with that of the mirrored image: a slightly stronger teacher at twice the cost.")]
-
-
-def _max_pixels(value: int | None) -> int:
-    """The --max-pixels value, or the default; refused (exit 2) below the smallest sliding window."""
-    from models.predict import DEFAULT_MAX_PIXELS, MIN_WINDOW
-
-    if value is None:
-        return DEFAULT_MAX_PIXELS
-    if value < MIN_WINDOW**2:
-        raise typer.BadParameter(f"must be at least {MIN_WINDOW**2} (one {MIN_WINDOW}x{MIN_WINDOW} window), got {value}",
-                                 param_hint="--max-pixels")
-    return value
 
 
 @command
@@ -381,7 +411,9 @@ def evaluate(
     root: Annotated[Path, typer.Argument(help="Cityscapes-format dataset root.")],
     checkpoint: Annotated[Path, typer.Option(help="Model checkpoint (model.pt of a run).")],
     split: Annotated[str, typer.Option(help="Fine-labelled split to evaluate on.")] = "val",
-    scales: Annotated[str, typer.Option(help="Inference scales, fused by multi-scale attention.")] = "1.0",
+    scales: Annotated[Optional[str], typer.Option(
+        callback=_scales, help="Inference scales, fused by multi-scale attention. [default: 1.0]",
+        show_default=False)] = None,
     pointrend: Annotated[bool, typer.Option(help="Refine with PointRend subdivision.")] = True,
     device: DeviceOption = "cpu",
     save_predictions: Annotated[Optional[Path], typer.Option(help="Write label-id PNGs (Cityscapes results format).")] = None,
@@ -390,50 +422,43 @@ def evaluate(
     json_: Annotated[bool, typer.Option("--json", help="Print JSON (fractions 0..1).")] = False,
 ) -> None:
     """Score a checkpoint: mIoU, per-class IoU, pixel accuracy and Boundary IoU on a fine-labelled split."""
-    _evaluate(root, checkpoint, split, _parse_scales(scales), pointrend, device, save_predictions,
-              _max_pixels(max_pixels), flip, json_)
-
-
-def _evaluate(root, checkpoint, split, scales, pointrend, device, save_predictions, max_pixels, flip, json_) -> None:
+    from pipelines.evaluate import EvaluateConfig
     from pipelines.evaluate import evaluate as run_evaluation
 
+    config = EvaluateConfig(root=root, checkpoint=checkpoint, split=split, device=device.value,
+                            predict=predict_options(scales, pointrend, flip, max_pixels),
+                            save_predictions=save_predictions)
     with progress_bar() as bar:
         task = bar.add_task(f"evaluate {split}", total=None)
-        result = run_evaluation(root, checkpoint, split, scales, pointrend, save_predictions, device,
-                                progress=lambda done, total: bar.update(task, completed=done, total=total),
-                                max_pixels=max_pixels, flip=flip)
+        result = run_evaluation(config, progress=lambda done, total: bar.update(task, completed=done, total=total))
     if json_:
-        print_json(result)
+        print_json(result.to_dict())
         return
-    table = Table(title=f"{checkpoint} on {split} (scales {','.join(map(str, scales))}, "
+    table = Table(title=f"{checkpoint} on {split} (scales {','.join(map(str, result.scales))}, "
                         f"PointRend {'on' if pointrend else 'off'})")
     table.add_column("class")
     table.add_column("IoU", justify="right")
     table.add_column("Boundary IoU", justify="right")
-    for name, iou in result["iou"].items():
-        biou = result["boundary_iou_per_class"].get(name)
+    for name, iou in result.iou.items():
+        biou = result.boundary_iou_per_class.get(name)
         table.add_row(name, f"{iou:.1%}", "-" if biou is None else f"{biou:.1%}")
-    table.add_row("[bold]mean[/bold]", f"[bold]{result['miou']:.1%}[/bold]", f"[bold]{result['boundary_iou']:.1%}[/bold]")
+    table.add_row("[bold]mean[/bold]", f"[bold]{result.miou:.1%}[/bold]", f"[bold]{result.boundary_iou:.1%}[/bold]")
     out.print(table)
-    out.print(f"pixel accuracy {result['pixel_accuracy']:.1%} over {result['images']} images")
+    out.print(f"pixel accuracy {result.pixel_accuracy:.1%} over {result.images} images")
 
 
 # --------------------------------------------------------------------------- calibrate
-def _check_target_accuracy(value: float) -> float:
-    if not 0.0 < value <= 1.0:
-        raise typer.BadParameter(f"must be in (0, 1], got {value}")
-    return value
-
-
 @command
 def calibrate(
     root: Annotated[Path, typer.Argument(help="Cityscapes-format dataset root with a fine-labelled split.")],
     checkpoint: Annotated[Path, typer.Option(help="Teacher checkpoint (model.pt of a training run).")],
     split: Annotated[str, typer.Option(help="Fine-labelled split to measure on (never the split you label).")] = "val",
-    scales: Annotated[str, typer.Option(help="Inference scales, as `label` will use them.")] = "0.5,1.0,2.0",
+    scales: Annotated[Optional[str], typer.Option(
+        callback=_scales, help="Inference scales, as `label` will use them. [default: 0.5,1.0,2.0]",
+        show_default=False)] = None,
     pointrend: Annotated[bool, typer.Option(help="Refine with PointRend subdivision, as `label` will.")] = True,
     target_accuracy: Annotated[float, typer.Option(
-        callback=_check_target_accuracy,
+        callback=_target_accuracy,
         help="Recommend the lowest threshold whose kept pixels are at least this accurate.")] = 0.95,
     device: DeviceOption = "cpu",
     max_pixels: MaxPixelsOption = None,
@@ -449,14 +474,15 @@ def calibrate(
     `label --threshold`.
     """
     from pipelines.calibrate import calibrate as run_calibration
+    from pipelines.evaluate import EvaluateConfig
+    from pipelines.label import LABEL_SCALES
 
-    parsed_scales = _parse_scales(scales)
+    options = predict_options(scales or ",".join(map(str, LABEL_SCALES)), pointrend, flip, max_pixels)
+    config = EvaluateConfig(root=root, checkpoint=checkpoint, split=split, device=device.value, predict=options)
     with progress_bar() as bar:
         task = bar.add_task(f"calibrate on {split}", total=None)
-        result = run_calibration(root, checkpoint, split, parsed_scales, pointrend, target_accuracy, device,
-                                 _max_pixels(max_pixels),
-                                 progress=lambda done, total: bar.update(task, completed=done, total=total),
-                                 flip=flip)
+        result = run_calibration(config, target_accuracy=target_accuracy,
+                                 progress=lambda done, total: bar.update(task, completed=done, total=total))
     if json_:
         print_json(result.to_dict())
         return
@@ -478,12 +504,6 @@ def calibrate(
 
 
 # --------------------------------------------------------------------------- label
-def _check_threshold(threshold: float) -> float:
-    if not 0.0 <= threshold < 1.0:
-        raise typer.BadParameter(f"must be in [0, 1), got {threshold}", param_hint="--threshold")
-    return threshold
-
-
 def _quiet_ray_data_console() -> None:
     """Keep Ray Data's progress chatter off the console, where our own progress bar is; its log file in the Ray
     session directory still gets everything."""
@@ -546,10 +566,12 @@ def label(
     checkpoint: Annotated[Path, typer.Option(help="Teacher checkpoint (model.pt of a training run).")],
     out: Annotated[str, typer.Option("--out", help="Label store to write (path or fsspec URL, e.g. labels.zarr).")],
     split: Annotated[str, typer.Option(help="Split whose images are labelled.")] = "train_extra",
-    scales: Annotated[str, typer.Option(help="Inference scales, fused by multi-scale attention.")] = "0.5,1.0,2.0",
+    scales: Annotated[Optional[str], typer.Option(
+        callback=_scales, help="Inference scales, fused by multi-scale attention. [default: 0.5,1.0,2.0]",
+        show_default=False)] = None,
     pointrend: Annotated[bool, typer.Option(help="Refine with PointRend subdivision.")] = True,
-    threshold: Annotated[float, typer.Option(help="Keep a pixel's class where its max probability exceeds this; "
-                                                  "other pixels become 255 (ignore).")] = 0.5,
+    threshold: Annotated[float, typer.Option(callback=_threshold, help="Keep a pixel's class where its max "
+                                             "probability exceeds this; other pixels become 255 (ignore).")] = 0.5,
     workers: Annotated[int, typer.Option(min=1, help="Teacher actors (each loads the model once).")] = 1,
     gpus_per_worker: Annotated[float, typer.Option(min=0.0, help="GPUs per actor; 0 runs on the CPU.")] = 0.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per inference batch.")] = 1,
@@ -562,7 +584,7 @@ def label(
              "raise the threshold later: 0.7 and 0.9 stay exact, others act as the next of them up. Costs at most "
              "the labels' bytes.")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a store made with other settings.")] = False,
-    codec: Annotated[Optional[str], typer.Option(help=CODEC_HELP, show_default=False)] = None,
+    codec: Annotated[Optional[Codec], typer.Option(help=CODEC_HELP, show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Auto-label a split with a teacher on Ray, into a label store.
@@ -573,27 +595,26 @@ def label(
     threshold is refused unless --overwrite. Unreadable images are recorded as failed and never stop the job;
     the command then exits 1.
     """
+    from pipelines.label import LABEL_SCALES, LabelConfig
     from pipelines.label import label as run_labeling
 
-    parsed_scales, max_pixels = _parse_scales(scales), _max_pixels(max_pixels)
-    _check_threshold(threshold)
+    options = predict_options(scales or ",".join(map(str, LABEL_SCALES)), pointrend, flip, max_pixels, batch_size)
+    config = LabelConfig(root=root, checkpoint=checkpoint, out=out, split=split, predict=options, threshold=threshold,
+                         keep_confidence=keep_confidence, workers=workers, gpus_per_worker=gpus_per_worker,
+                         address=address, overwrite=overwrite, codec=_value(codec))
     _quiet_ray_data_console()
     with label_progress_bar() as bar:
-        summary = run_labeling(root, checkpoint, out, split=split, scales=parsed_scales, pointrend=pointrend,
-                               threshold=threshold, workers=workers, gpus_per_worker=gpus_per_worker,
-                               batch_size=batch_size, address=address, keep_confidence=keep_confidence,
-                               overwrite=overwrite, progress=_label_progress(bar, f"label {split}"),
-                               max_pixels=max_pixels, codec=_check_codec(codec), flip=flip)
+        summary = run_labeling(config, progress=_label_progress(bar, f"label {split}"))
     _print_label_summary(summary, json_)
 
 
 @command
 def rethreshold(
     store: Annotated[str, typer.Argument(help="Label store made with --keep-confidence.")],
-    threshold: Annotated[float, typer.Option(help="The new, higher threshold.")],
+    threshold: Annotated[float, typer.Option(callback=_threshold, help="The new, higher threshold.")],
     out: Annotated[str, typer.Option("--out", help="New label store to write.")],
     overwrite: Annotated[bool, typer.Option(help="Replace an existing store at --out.")] = False,
-    codec: Annotated[Optional[str], typer.Option(help=CODEC_HELP.replace("webp, or the codec of the store being "
+    codec: Annotated[Optional[Codec], typer.Option(help=CODEC_HELP.replace("webp, or the codec of the store being "
                                                                          "resumed", "the codec of STORE"),
                                                  show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
@@ -604,12 +625,11 @@ def rethreshold(
     become 255 (ignore). Thresholds 0.7 and 0.9 are exact; others act as the next of those up. The
     new store keeps the confidence, so it can be re-thresholded again.
     """
-    from pipelines.label import rethreshold as run_rethreshold
+    from pipelines.rethreshold import rethreshold as run_rethreshold
 
-    _check_threshold(threshold)
     with label_progress_bar() as bar:
-        summary = run_rethreshold(store, threshold, out, overwrite,
-                                  progress=_label_progress(bar, f"rethreshold {threshold}"), codec=_check_codec(codec))
+        summary = run_rethreshold(store, out, threshold=threshold, overwrite=overwrite, codec=_value(codec),
+                                  progress=_label_progress(bar, f"rethreshold {threshold}"))
     _print_label_summary(summary, json_)
 
 
@@ -618,20 +638,17 @@ def rethreshold(
 def export(
     store: Annotated[str, typer.Argument(help="Label store (path or fsspec URL).")],
     out: Annotated[Path, typer.Option("--out", help="Directory for the PNGs: OUT/{city}/{stem}_{format}.png.")],
-    format: Annotated[str, typer.Option(
+    format: Annotated[ExportFormat, typer.Option(
         help="trainIds (0..18, 255 = ignore) or labelIds (Cityscapes ids, ignore as 0 = unlabeled).")] = "trainIds",
 ) -> None:
     """Write a label store out as PNG label maps named by Cityscapes stem, for tools that read PNG datasets."""
-    from pipelines.export import FORMATS
     from pipelines.export import export as run_export
 
-    if format not in FORMATS:
-        raise typer.BadParameter(f"must be one of {', '.join(FORMATS)}", param_hint="--format")
     with progress_bar() as bar:
-        task = bar.add_task(f"export {format}", total=None)
-        written = run_export(store, out, format, progress=lambda done, total: bar.update(task, completed=done,
+        task = bar.add_task(f"export {format.value}", total=None)
+        written = run_export(store, out, format.value, progress=lambda done, total: bar.update(task, completed=done,
                                                                                         total=total))
-    console.print(f"wrote {written} {format} PNGs to {out}")
+    console.print(f"wrote {written} {format.value} PNGs to {out}")
 
 
 # --------------------------------------------------------------------------- fuse

@@ -13,6 +13,7 @@ threshold are exact, however many images are added, in O(pixels) per image.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,13 @@ class ThresholdPoint:
     def to_dict(self) -> dict:
         return {"threshold": self.threshold, "coverage": self.coverage, "accuracy": self.accuracy,
                 "kept": self.kept, "correct": self.correct}
+
+
+def check_target_accuracy(value: float) -> float:
+    """`value` when it is an accuracy a threshold can be chosen for, (0, 1]; else a ConfigError."""
+    if not (math.isfinite(value) and 0.0 < value <= 1.0):
+        raise ConfigError(f"target accuracy must be in (0, 1], got {value}")
+    return value
 
 
 class Calibration:
@@ -91,8 +99,7 @@ class Calibration:
     def threshold_for(self, target_accuracy: float) -> ThresholdPoint | None:
         """The lowest grid threshold whose kept pixels reach `target_accuracy` (the most coverage at that
         accuracy), or None when no threshold of the grid reaches it."""
-        if not 0.0 < target_accuracy <= 1.0:
-            raise ConfigError(f"target accuracy must be in (0, 1], got {target_accuracy}")
+        check_target_accuracy(target_accuracy)
         for t in THRESHOLD_GRID:
             point = self.point(t)
             if point.kept and point.accuracy >= target_accuracy:

@@ -57,7 +57,7 @@ from zarr.storage import FsspecStore, LocalStore
 
 from autolabel.codecs import DEFAULT_CODEC, CodecChoice, codec_choice
 from autolabel.dataset import class_centroids
-from autolabel.errors import ConfigError, StoreError
+from autolabel.errors import StoreError
 from autolabel.labels import IGNORE, NUM_CLASSES
 from autolabel.layout import validate_stem
 from autolabel.threshold import CONFIDENCE_LEVELS
@@ -97,10 +97,6 @@ class Provenance:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
-        if not self.scales or any(s <= 0 for s in self.scales):
-            raise ValueError(f"scales must be positive numbers, got {self.scales}")
-        if not 0.0 <= self.threshold < 1.0:
-            raise ConfigError(f"threshold must be in [0, 1), got {self.threshold!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "scales": list(self.scales)}

@@ -16,6 +16,7 @@ import math
 import numpy as np
 import torch
 
+from autolabel.errors import ConfigError
 from autolabel.labels import IGNORE
 
 CONFIDENCE_LEVELS = 10
@@ -23,9 +24,11 @@ CONFIDENCE_LEVELS = 10
 1.5x as many bytes (measured on teacher outputs)."""
 
 
-def _check_threshold(t: float) -> float:
-    if not 0.0 <= t < 1.0:
-        raise ValueError(f"threshold must be in [0, 1), got {t!r}")
+def check_threshold(t: float) -> float:
+    """`t` as a float when it is a usable threshold, in [0, 1); else a ConfigError. The configs of labelling and
+    re-thresholding call it; the functions below trust their callers."""
+    if not (math.isfinite(t) and 0.0 <= t < 1.0):
+        raise ConfigError(f"threshold must be in [0, 1), got {t!r}")
     return float(t)
 
 
@@ -38,7 +41,6 @@ def threshold_probs(
     With `with_confidence`, also returns the confidence step of every labelled pixel (N, H, W) uint8,
     0 where unlabelled (see the module docstring).
     """
-    t = _check_threshold(t)
     if probs.ndim != 4:
         raise ValueError(f"probabilities must be (N, C, H, W), got shape {tuple(probs.shape)}")
     if not 0 < probs.shape[1] <= IGNORE:
@@ -59,7 +61,6 @@ def rethreshold(labels: np.ndarray, confidence: np.ndarray, t: float) -> tuple[n
     A pixel stays labelled only if it was labelled and its probability exceeds `t` rounded up to the
     confidence grid; it never gains a label back. Dropped pixels' confidence becomes 0.
     """
-    t = _check_threshold(t)
     if labels.shape != confidence.shape:
         raise ValueError(f"labels {labels.shape} and confidence {confidence.shape} differ in shape")
     if confidence.dtype != np.uint8:

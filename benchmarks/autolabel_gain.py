@@ -36,11 +36,13 @@ from autolabel.layout import IMAGE_DIR
 from autolabel.synth import SynthConfig, generate
 from benchmarks.machine import machine
 from benchmarks.teacher_ablation import LogReporter, workdir_for
-from pipelines.evaluate import evaluate
+from models.predict import PredictOptions
+from pipelines.evaluate import EvaluateConfig, Evaluation, evaluate
 from pipelines.fuse import fuse
 from pipelines.ingest import import_labels
-from pipelines.label import label, rethreshold
+from pipelines.label import LabelConfig, label
 from pipelines.quality import coarse_quality, store_quality
+from pipelines.rethreshold import rethreshold
 from pipelines.stages import StageGraph
 from pipelines.train import TrainConfig, learning_curve, train
 
@@ -124,8 +126,13 @@ def oracle_store(root: Path, truth: Path, out: str) -> dict:
     return asdict(import_labels(view, "train_extra", "gtFine", out))
 
 
-def _scores(result: dict) -> dict:
-    return {k: result[k] for k in ("miou", "boundary_iou", "pixel_accuracy")}
+def _scores(result: Evaluation) -> dict:
+    return {"miou": result.miou, "boundary_iou": result.boundary_iou, "pixel_accuracy": result.pixel_accuracy}
+
+
+def _evaluation(root: Path, checkpoint: str, scales: tuple[float, ...], device: str) -> EvaluateConfig:
+    return EvaluateConfig(root=root, checkpoint=Path(checkpoint), split="val", device=device,
+                          predict=PredictOptions(scales=scales))
 
 
 def run_experiment(args: argparse.Namespace, workdir: Path) -> dict:
@@ -144,14 +151,15 @@ def run_experiment(args: argparse.Namespace, workdir: Path) -> dict:
                              params=asdict(teacher_config))
     teacher = teacher_run["checkpoint"]
     teacher_eval = stages.run("evaluate_teacher", lambda: _scores(
-        evaluate(root, Path(teacher), "val", scales, True, device=args.device)), after=["train_teacher"])
+        evaluate(_evaluation(root, teacher, scales, args.device))), after=["train_teacher"])
 
     low, high = THRESHOLDS
-    stages.run("label", lambda: label(
-        root, teacher, _store(workdir, low), split="train_extra", scales=scales, pointrend=True, threshold=low,
-        workers=args.label_workers, gpus_per_worker=1.0 / args.label_workers if args.device == "cuda" else 0,
-        keep_confidence=True).to_dict(), after=["train_teacher"], outputs=[_store(workdir, low)])
-    stages.run("rethreshold", lambda: rethreshold(_store(workdir, low), high, _store(workdir, high)).to_dict(),
+    labelling = LabelConfig(
+        root=root, checkpoint=Path(teacher), out=_store(workdir, low), split="train_extra",
+        predict=PredictOptions(scales=scales), threshold=low, keep_confidence=True, workers=args.label_workers,
+        gpus_per_worker=1.0 / args.label_workers if args.device == "cuda" else 0)
+    stages.run("label", lambda: label(labelling).to_dict(), after=["train_teacher"], outputs=[_store(workdir, low)])
+    stages.run("rethreshold", lambda: rethreshold(_store(workdir, low), _store(workdir, high), threshold=high).to_dict(),
                after=["label"], outputs=[_store(workdir, high)])
     quality = stages.run("quality", lambda: {
         "gtCoarse": coarse_quality(root, truth, "train_extra").to_dict(),
@@ -182,7 +190,7 @@ def run_experiment(args: argparse.Namespace, workdir: Path) -> dict:
                              after=["train_teacher", *fused_stage], params=asdict(config))
             curves.append(run["learning_curve"])
             runs.append(stages.run(f"evaluate_{arm.key}_seed{seed}", lambda: _scores(
-                evaluate(root, Path(run["checkpoint"]), "val", scales, True, device=args.device)),
+                evaluate(_evaluation(root, run["checkpoint"], scales, args.device))),
                 after=[f"student_{arm.key}_seed{seed}"]))
         students.append(_student_score(arm, tuple(args.seeds), runs, curves[0]))
     label_sets = [LabelSetScore(name, q["images"], q["labelled_fraction"], q["accuracy"]) for name, q in quality.items()]

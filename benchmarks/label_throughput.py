@@ -35,9 +35,9 @@ from autolabel.threshold import threshold_probs
 from autolabel.transforms import normalize_batch
 from benchmarks.machine import machine
 from models.checkpoint import Checkpoint, file_sha256, save_checkpoint
-from models.predict import predict
+from models.predict import PredictOptions, predict
 from models.teacher import build_model, load_model
-from pipelines.label import label
+from pipelines.label import LabelConfig, label
 
 SPLIT = "train_extra"
 THRESHOLD = 0.5
@@ -109,7 +109,9 @@ def ray_run(root: Path, checkpoint: Path, out: Path, workers: int) -> Run:
             reported.append(time.perf_counter())
 
     start = time.perf_counter()
-    summary = label(root, checkpoint, str(out), split=SPLIT, threshold=THRESHOLD, workers=workers, progress=progress)
+    config = LabelConfig(root=root, checkpoint=checkpoint, out=str(out), split=SPLIT, threshold=THRESHOLD,
+                         predict=PredictOptions(), workers=workers)
+    summary = label(config, progress=progress)
     if summary.failed:
         raise RuntimeError(f"images failed: {summary.failed}")
     return rates(f"ray x{workers}", workers, start, reported)

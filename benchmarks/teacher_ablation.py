@@ -30,7 +30,8 @@ from rich.table import Table
 
 from autolabel.synth import SynthConfig, generate
 from benchmarks.machine import machine
-from pipelines.evaluate import evaluate
+from models.predict import PredictOptions
+from pipelines.evaluate import EvaluateConfig, evaluate
 from pipelines.stages import StageGraph
 from pipelines.train import TrainConfig, train
 
@@ -134,9 +135,11 @@ def timed_train(config: TrainConfig) -> dict:
 def timed_evaluate(root: Path, checkpoint: str, scales: tuple[float, ...], pointrend: bool, device: str) -> dict:
     """Val metrics of a checkpoint at one inference setting, with its wall seconds."""
     start = time.perf_counter()
-    result = evaluate(root, Path(checkpoint), "val", scales, pointrend, device=device)
-    return {"miou": result["miou"], "boundary_iou": result["boundary_iou"],
-            "pixel_accuracy": result["pixel_accuracy"], "seconds": time.perf_counter() - start}
+    config = EvaluateConfig(root=root, checkpoint=Path(checkpoint), split="val", device=device,
+                            predict=PredictOptions(scales=scales, pointrend=pointrend))
+    result = evaluate(config)
+    return {"miou": result.miou, "boundary_iou": result.boundary_iou, "pixel_accuracy": result.pixel_accuracy,
+            "seconds": time.perf_counter() - start}
 
 
 def run_ablation(args: argparse.Namespace, workdir: Path) -> list[Score]:

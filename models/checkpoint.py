@@ -6,6 +6,7 @@ A checkpoint file alone rebuilds its model; the sha256 of the file is its identi
 from __future__ import annotations
 
 import hashlib
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,8 @@ class Checkpoint:
     metadata: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
     """Training state for resuming (optimizer, iteration, RNG); empty in final models."""
+    sha256: str = ""
+    """The file's sha256 when loaded from one (its identity in a store's provenance)."""
 
 
 def file_sha256(path: Path) -> str:
@@ -62,8 +65,9 @@ def load_checkpoint(path: Path) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint does not exist")
+    data = path.read_bytes()  # read once: the bytes give both the weights and the file's identity
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for corrupt files
         raise CheckpointError(f"{path}: not a readable autolabel checkpoint ({one_line_reason(exc)})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
@@ -71,4 +75,5 @@ def load_checkpoint(path: Path) -> Checkpoint:
     missing = [key for key in REQUIRED_KEYS if not isinstance(payload.get(key), dict)]
     if missing:
         raise CheckpointError(f"{path}: checkpoint lacks {', '.join(missing)}")
-    return Checkpoint(payload["config"], payload["state_dict"], payload["metadata"], payload.get("extra", {}))
+    return Checkpoint(payload["config"], payload["state_dict"], payload["metadata"], payload.get("extra", {}),
+                      hashlib.sha256(data).hexdigest())

@@ -7,15 +7,13 @@ threshold recommended for a target accuracy is the lowest one whose kept pixels 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-from autolabel.calibration import Calibration, ThresholdPoint
-from autolabel.errors import ConfigError, DatasetError
-from models.predict import DEFAULT_MAX_PIXELS
+from autolabel.calibration import Calibration, ThresholdPoint, check_target_accuracy
+from autolabel.errors import DatasetError
 from models.teacher import Teacher, load_model
-from pipelines.evaluate import labelled_images, predict_probabilities
+from pipelines.evaluate import EvaluateConfig, labelled_images, predict_probabilities
 
 DEFAULT_TARGET_ACCURACY = 0.95
 
@@ -46,37 +44,29 @@ class CalibrationResult:
         }
 
 
-def calibrate(
-    root: Path,
-    checkpoint: Path,
-    split: str = "val",
-    scales: Sequence[float] = (0.5, 1.0, 2.0),
-    pointrend: bool = True,
-    target_accuracy: float = DEFAULT_TARGET_ACCURACY,
-    device: str = "cpu",
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    progress: Callable[[int, int], None] | None = None,
-    model: Teacher | None = None,
-    flip: bool = False,
-) -> CalibrationResult:
-    """Coverage and accuracy of the teacher's thresholded labels on `split`'s gtFine labels, per threshold."""
-    if not 0.0 < target_accuracy <= 1.0:
-        raise ConfigError(f"--target-accuracy must be in (0, 1], got {target_accuracy}")
+def calibrate(config: EvaluateConfig, *, target_accuracy: float = DEFAULT_TARGET_ACCURACY,
+              progress: Callable[[int, int], None] | None = None, model: Teacher | None = None) -> CalibrationResult:
+    """Coverage and accuracy of the teacher's thresholded labels on the split's gtFine labels, per threshold,
+    predicted as `config.predict` says (as `label` will)."""
+    check_target_accuracy(target_accuracy)
+    options = config.predict
     if model is None:
-        model, _ = load_model(checkpoint)
-    model = model.to(device).eval()
+        model, _ = load_model(config.checkpoint)
+    model = model.to(config.device).eval()
     calibration = Calibration()
-    for _, image, truth in labelled_images(root, split, progress):
-        max_prob, pred = predict_probabilities(model, image, scales, pointrend, max_pixels, flip).max(0)  # (H, W) x2
+    for _, image, truth in labelled_images(config.root, config.split, progress):
+        probs = predict_probabilities(model, image, options.scales, options.pointrend, options.max_pixels,
+                                      options.flip)  # (K, H, W)
+        max_prob, pred = probs.max(0)  # (H, W) x2
         calibration.update(max_prob.cpu().numpy(), pred.cpu().numpy(), truth)
     if not calibration.evaluable:
-        raise DatasetError(f"{root}: split {split!r} has no labelled pixels to calibrate on")
+        raise DatasetError(f"{config.root}: split {config.split!r} has no labelled pixels to calibrate on")
     return CalibrationResult(
-        split=split,
+        split=config.split,
         images=calibration.images,
         evaluable_pixels=calibration.evaluable,
-        scales=tuple(float(s) for s in scales),
-        pointrend=pointrend,
+        scales=options.scales,
+        pointrend=options.pointrend,
         points=tuple(calibration.curve()),
         target_accuracy=target_accuracy,
         recommended=calibration.threshold_for(target_accuracy),

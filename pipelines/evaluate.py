@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,10 +15,45 @@ from autolabel.labels import to_label_ids, to_train_ids
 from autolabel.layout import Sample, list_samples
 from autolabel.metrics import SegmentationMetrics
 from autolabel.transforms import normalize_batch
-from models.predict import DEFAULT_MAX_PIXELS, predict
+from models.predict import DEFAULT_MAX_PIXELS, PredictOptions, predict
 from models.teacher import Teacher, load_model
 
 PREDICTION_SUFFIX = "_pred_labelIds.png"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvaluateConfig:
+    """Which checkpoint to score on which fine-labelled split, and how to predict (the same for calibrate)."""
+
+    root: Path
+    checkpoint: Path
+    split: str = "val"
+    predict: PredictOptions = field(default_factory=PredictOptions)
+    device: str = "cpu"
+    save_predictions: Path | None = None
+    """Where to write label-id PNGs in the Cityscapes results format, if anywhere."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Evaluation:
+    """A checkpoint's scores on a split (fractions 0..1; classes without a defined value are left out)."""
+
+    miou: float
+    """Mean IoU over the classes present in the ground truth or the predictions."""
+    iou: dict[str, float]
+    pixel_accuracy: float
+    boundary_iou: float
+    """Mean Boundary IoU: IoU of the bands within a few pixels of each class's contours."""
+    boundary_iou_per_class: dict[str, float]
+    images: int
+    split: str
+    scales: tuple[float, ...]
+    """The inference scales, largest first."""
+    pointrend: bool
+    flip: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "scales": list(self.scales)}
 
 
 def predict_probabilities(
@@ -56,35 +93,24 @@ def labelled_images(
             progress(i + 1, len(samples))
 
 
-def evaluate(
-    root: Path,
-    checkpoint: Path,
-    split: str = "val",
-    scales: Sequence[float] = (1.0,),
-    pointrend: bool = True,
-    save_predictions: Path | None = None,
-    device: str = "cpu",
-    progress: Callable[[int, int], None] | None = None,
-    model: Teacher | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    flip: bool = False,
-) -> dict:
-    """Metrics of a checkpoint's predictions against a split's gtFine labels (fractions 0..1).
+def evaluate(config: EvaluateConfig, *, progress: Callable[[int, int], None] | None = None,
+             model: Teacher | None = None) -> Evaluation:
+    """Scores of a checkpoint's predictions against a split's gtFine labels.
 
     A scaled input of more than `max_pixels` pixels is predicted in sliding windows; `flip` averages each
-    prediction with that of the mirrored image.
+    prediction with that of the mirrored image. `model`, when given, is scored instead of loading the checkpoint.
     """
+    options = config.predict
     if model is None:
-        model, _ = load_model(checkpoint)
-    model = model.to(device).eval()
+        model, _ = load_model(config.checkpoint)
+    model = model.to(config.device).eval()
     metrics = SegmentationMetrics()
     images = 0
-    for sample, image, gt in labelled_images(root, split, progress):
+    for sample, image, gt in labelled_images(config.root, config.split, progress):
         images += 1
-        pred = predict_labels(model, image, scales, pointrend, max_pixels, flip)
+        pred = predict_labels(model, image, options.scales, options.pointrend, options.max_pixels, options.flip)
         metrics.update(gt, pred)
-        if save_predictions is not None:
-            write_png(prediction_path(save_predictions, sample.city, sample.stem), to_label_ids(pred))
-    result = dict(metrics.result())
-    result.update(images=images, split=split, scales=list(scales), pointrend=pointrend, flip=flip)
-    return result
+        if config.save_predictions is not None:
+            write_png(prediction_path(config.save_predictions, sample.city, sample.stem), to_label_ids(pred))
+    return Evaluation(**metrics.result(), images=images, split=config.split, scales=options.scales,
+                      pointrend=options.pointrend, flip=options.flip)

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-from autolabel.errors import ConfigError
 from autolabel.dataset import label_file_centroids
+from autolabel.errors import ConfigError
 from autolabel.fused import write_manifest
 from autolabel.images import read_label
 from autolabel.labels import to_train_ids

@@ -6,11 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from autolabel.codecs import DEFAULT_CODEC
+from autolabel.errors import DatasetError
 from autolabel.images import image_shape, read_label
 from autolabel.labels import to_train_ids
-from autolabel.errors import DatasetError
 from autolabel.layout import LabelSource, list_samples
-from autolabel.codecs import DEFAULT_CODEC
 from autolabel.store import LabelStore, Provenance
 
 

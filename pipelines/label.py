@@ -1,4 +1,4 @@
-"""Auto-label a split with a teacher on Ray Data, into a label store; re-threshold stored labels.
+"""Auto-label a split with a teacher on Ray Data, into a label store.
 
     image paths ──► decode (OpenCV; an unreadable file becomes a row with an error)
                 ──► actor pool: the teacher loaded once per actor; images of one size are predicted
@@ -18,7 +18,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -26,17 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from autolabel.codecs import DEFAULT_CODEC
-from autolabel.errors import ConfigError, DatasetError, StoreError
+from autolabel.codecs import DEFAULT_CODEC, codec_choice
+from autolabel.errors import ConfigError, DatasetError
 from autolabel.images import decode_image
 from autolabel.layout import Sample, list_samples
-from autolabel.store import ImageNotStoredError, LabelStore, Provenance, ProvenanceMismatchError
-from autolabel.threshold import rethreshold as rethreshold_labels
-from autolabel.threshold import threshold_probs
+from autolabel.store import LabelStore, Provenance, ProvenanceMismatchError
+from autolabel.threshold import check_threshold, threshold_probs
 from autolabel.transforms import normalize_batch
-from models.checkpoint import file_sha256, load_checkpoint
+from models.checkpoint import load_checkpoint
 from models.parts import untrained_in_use
-from models.predict import DEFAULT_MAX_PIXELS, PredictOptions, predict
+from models.predict import PredictOptions, predict
 from models.teacher import TeacherConfig, load_model
 from pipelines.ray_session import ray_session
 
@@ -55,10 +54,6 @@ BLOCKS_PER_WORKER = 4
 """Fewest blocks per actor, so small splits still keep every actor busy."""
 
 
-class RethresholdError(StoreError, ValueError):
-    """A store cannot be re-thresholded as asked; the message names the store and the reason."""
-
-
 @dataclass(frozen=True)
 class InferenceSettings:
     """What every labelling actor needs besides the checkpoint and the store."""
@@ -68,6 +63,44 @@ class InferenceSettings:
     keep_confidence: bool = False
     device: str = "cpu"
     torch_threads: int = 1
+
+
+LABEL_SCALES = (0.5, 1.0, 2.0)
+"""Default labelling scales: the paper's inference scales, fused by the hierarchical attention."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelConfig:
+    """One labelling run: which split, which teacher, where to, and how; validated here, once.
+
+    Pixels whose max probability exceeds `threshold` keep their class, the rest are 255 (ignore). `predict` says
+    how the teacher predicts (scales, PointRend, flip, batch size, sliding-window budget). `keep_confidence` also
+    stores the max probability in tenths, for `rethreshold`. `codec` (autolabel.codecs) compresses the maps of a
+    new store; None means the default, or the codec of the store being resumed. A store made with other settings
+    is refused unless `overwrite`, which replaces it. Runs on Ray at `address` (or RAY_ADDRESS), else on a local
+    Ray; `out` may be an fsspec URL and, like the images and checkpoint, must be reachable by every worker.
+    """
+
+    root: Path
+    checkpoint: Path
+    out: str
+    split: str = "train_extra"
+    predict: PredictOptions = field(default_factory=lambda: PredictOptions(scales=LABEL_SCALES))
+    threshold: float = 0.5
+    keep_confidence: bool = False
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    address: str | None = None
+    overwrite: bool = False
+    codec: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "threshold", check_threshold(self.threshold))
+        if self.workers < 1 or not (math.isfinite(self.gpus_per_worker) and self.gpus_per_worker >= 0):
+            raise ConfigError(f"workers must be >= 1 and gpus_per_worker >= 0, got {self.workers}, "
+                              f"{self.gpus_per_worker}")
+        if self.codec is not None:
+            codec_choice(self.codec)
 
 
 @dataclass(frozen=True)
@@ -212,8 +245,6 @@ def run_labeling(
     """
     import ray
 
-    if workers < 1 or gpus_per_worker < 0:
-        raise ConfigError(f"workers must be >= 1 and gpus_per_worker >= 0, got {workers}, {gpus_per_worker}")
     total, done, failed = len(samples), 0, {}
     if progress:
         progress(0, 0, total)
@@ -268,110 +299,37 @@ def summarize(store: LabelStore, total: int, done: int, skipped: int, failed: di
     )
 
 
-def label(
-    root: str | Path,
-    checkpoint: str | Path,
-    out: str | Path,
-    split: str = "train_extra",
-    scales: Sequence[float] = (1.0,),
-    pointrend: bool = True,
-    threshold: float = 0.5,
-    workers: int = 1,
-    gpus_per_worker: float = 0,
-    batch_size: int = 1,
-    address: str | None = None,
-    keep_confidence: bool = False,
-    overwrite: bool = False,
-    progress: Progress | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    labeler: type[Labeler] = Labeler,
-    codec: str | None = None,
-    flip: bool = False,
-) -> LabelSummary:
-    """Label every image of `split` with the teacher `checkpoint` into the label store `out`.
+def label(config: LabelConfig, *, progress: Progress | None = None, labeler: type[Labeler] = Labeler) -> LabelSummary:
+    """Label every image of `config.split` with the teacher into the label store `config.out`.
 
-    Pixels whose max probability exceeds `threshold` keep their class, the rest are 255 (ignore).
-    Resumes a store made with the same checkpoint and settings (only incomplete or failed images
-    are labelled again); a store made otherwise is refused with ProvenanceMismatchError unless
-    `overwrite`, which replaces it. Unreadable images are recorded as failed and named in the
-    summary; the job goes on. Runs on Ray at `address` (or RAY_ADDRESS), else on a local Ray;
-    `out` may be an fsspec URL and, like the images and checkpoint, must be reachable by every worker.
-    `flip` averages each prediction with that of the mirrored image (a stronger teacher at twice the cost).
-    `keep_confidence` also stores the max probability in tenths, for `rethreshold`. `labeler` may be
-    a subclass of Labeler that changes how a batch is labelled. `codec` (autolabel.codecs) compresses the
-    maps of a new store; None means the default, or the codec of the store being resumed.
+    Resumes a store made with the same checkpoint and settings (only incomplete or failed images are labelled
+    again). Unreadable images are recorded as failed and named in the summary; the job goes on. `labeler` may be
+    a subclass of Labeler that changes how a batch is labelled.
     """
-    root, checkpoint = Path(root).resolve(), Path(checkpoint).resolve()  # workers run in other directories
-    samples = list_samples(root, split)
+    root, checkpoint = Path(config.root).resolve(), Path(config.checkpoint).resolve()  # workers run elsewhere
+    options = config.predict
+    samples = list_samples(root, config.split)
     ckpt = load_checkpoint(checkpoint)  # a bad checkpoint fails here, naming the file, not in every actor
-    options = PredictOptions(scales=tuple(scales), pointrend=pointrend, batch_size=batch_size, max_pixels=max_pixels,
-                             flip=flip)
-    untrained = untrained_in_use(ckpt.metadata, TeacherConfig.from_dict(ckpt.config), options.scales, pointrend)
+    untrained = untrained_in_use(ckpt.metadata, TeacherConfig.from_dict(ckpt.config), options.scales, options.pointrend)
     if untrained:
         log.warning("%s: labelling with untrained %s (a converted teacher's missing parts): fit them first with "
                     "`autolabel train ROOT --init %s --train-only %s`, or label with --scales 1.0 --no-pointrend",
                     checkpoint.name, " and ".join(untrained), checkpoint, ",".join(untrained))
-    provenance = Provenance(file_sha256(checkpoint), options.scales, threshold, pointrend, keep_confidence, flip)
-    store = open_store(out, provenance, overwrite, codec)
+    provenance = Provenance(ckpt.sha256, options.scales, config.threshold, options.pointrend,
+                            config.keep_confidence, options.flip)
+    store = open_store(config.out, provenance, config.overwrite, config.codec)
     stored = store.completed_ids()
     todo = [s for s in samples if s.stem not in stored]
-    log.info("%s: %d of %d images of %s to label", store.url, len(todo), len(samples), split)
-    with ray_session(address) as cpus:
+    log.info("%s: %d of %d images of %s to label", store.url, len(todo), len(samples), config.split)
+    with ray_session(config.address) as cpus:
         settings = InferenceSettings(
-            options=options, threshold=threshold, keep_confidence=keep_confidence,
-            device="cuda" if gpus_per_worker > 0 else "cpu", torch_threads=max(1, cpus // workers),
+            options=options, threshold=config.threshold, keep_confidence=config.keep_confidence,
+            device="cuda" if config.gpus_per_worker > 0 else "cpu",
+            torch_threads=max(1, cpus // config.workers),
         )
         tic = time.perf_counter()
-        failed = run_labeling(store, todo, checkpoint, settings, workers, gpus_per_worker, progress, labeler)
+        failed = run_labeling(store, todo, checkpoint, settings, config.workers, config.gpus_per_worker, progress,
+                              labeler)
         seconds = time.perf_counter() - tic
     done = len(todo) - len(failed)
     return summarize(store, len(samples), done, len(samples) - len(todo), failed, seconds)
-
-
-def rethreshold(
-    store_url: str | Path,
-    threshold: float,
-    out: str | Path,
-    overwrite: bool = False,
-    progress: Progress | None = None,
-    codec: str | None = None,
-) -> LabelSummary:
-    """A new store at `out` from a keep-confidence store, thresholded again at a higher `threshold`.
-
-    No teacher runs: a pixel stays labelled only where its stored confidence exceeds `threshold` (exact at
-    multiples of 0.1, see autolabel.threshold). The new store uses `codec`, default the source's.
-    A lower threshold than the store's is refused (the dropped pixels' classes are gone). The new
-    store keeps the confidence maps, so it can be re-thresholded again; reruns resume it.
-    """
-    source = LabelStore.open(store_url)
-    old = source.provenance
-    if not old.keep_confidence:
-        raise RethresholdError(f"{source.url}: made without keep_confidence; it cannot be re-thresholded "
-                         "(label again with keep_confidence)")
-    if threshold < old.threshold:
-        raise RethresholdError(f"{source.url}: threshold {threshold} is below the store's {old.threshold}; "
-                         "pixels under the store's threshold have no class left to restore")
-    target = open_store(out, replace(old, threshold=threshold), overwrite, codec or source.codec.name)
-    records = source.records()
-    stored = target.completed_ids()
-    todo = [r for r in records if r.image_id not in stored]
-    tic, done, failed = time.perf_counter(), 0, {}
-    for record in todo:
-        if record.status == DONE:
-            try:
-                labels, confidence = rethreshold_labels(
-                    source.read(record.image_id), source.read_confidence(record.image_id), threshold)
-            except ImageNotStoredError as exc:  # removed from the source while we ran
-                failed[record.image_id] = str(exc)
-                target.write_failure(record.image_id, record.source, str(exc))
-            else:
-                target.write(record.image_id, labels, source=record.source, confidence=confidence,
-                             mean_confidence=record.mean_confidence)
-                done += 1
-        else:
-            failed[record.image_id] = record.error or "failed in the source store"
-            target.write_failure(record.image_id, record.source, failed[record.image_id])
-        if progress:
-            progress(done, len(failed), len(todo))
-    seconds = time.perf_counter() - tic
-    return summarize(target, len(records), done, len(records) - len(todo), failed, seconds)

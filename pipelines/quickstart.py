@@ -19,9 +19,10 @@ from autolabel.files import write_json_atomic
 from autolabel.storage_report import storage_report
 from autolabel.store import LabelStore
 from autolabel.synth import SynthConfig, generate
-from pipelines.evaluate import evaluate
+from models.predict import PredictOptions
+from pipelines.evaluate import EvaluateConfig, Evaluation, evaluate
 from pipelines.fuse import fuse
-from pipelines.label import label
+from pipelines.label import LabelConfig, label
 from pipelines.quality import coarse_quality, store_quality
 from pipelines.stages import Reporter, SilentReporter, StageGraph
 from pipelines.train import FINAL_MODEL, TrainConfig, learning_curve, train
@@ -90,8 +91,8 @@ def _train_config(config: QuickstartConfig, root: Path, run_dir: Path, iters: in
                        seed=config.seed)
 
 
-def _eval_summary(result: dict) -> dict:
-    return {k: result[k] for k in ("miou", "boundary_iou", "pixel_accuracy", "iou", "images", "scales")}
+def _eval_summary(result: Evaluation) -> dict:
+    return {k: result.to_dict()[k] for k in ("miou", "boundary_iou", "pixel_accuracy", "iou", "images", "scales")}
 
 
 def quickstart(workdir: Path, config: QuickstartConfig = QuickstartConfig(), reporter: Reporter | None = None) -> dict:
@@ -103,6 +104,7 @@ def quickstart(workdir: Path, config: QuickstartConfig = QuickstartConfig(), rep
     root, truth = workdir / "data", workdir / "data_truth"
     store_url = str(workdir / "labels.zarr")
     fused = workdir / "fused.parquet"
+    predict = PredictOptions(scales=config.scales)
     synth_config = SynthConfig(train=config.train, val=config.val, train_extra=config.train_extra,
                                height=config.height, width=config.width, seed=config.seed)
 
@@ -118,13 +120,13 @@ def quickstart(workdir: Path, config: QuickstartConfig = QuickstartConfig(), rep
         return run_training
 
     def _evaluate(checkpoint: str) -> Callable[[], dict]:
-        return lambda: _eval_summary(evaluate(root, Path(checkpoint), "val", config.scales, True,
-                                              progress=reporter.progress))
+        config_ = EvaluateConfig(root=root, checkpoint=Path(checkpoint), split="val", predict=predict)
+        return lambda: _eval_summary(evaluate(config_, progress=reporter.progress))
 
     def _label() -> dict:
-        summary = label(root, Path(teacher["checkpoint"]), store_url, split="train_extra", scales=config.scales,
-                        threshold=config.threshold, workers=config.label_workers,
-                        progress=lambda done, failed, total: reporter.progress(done + failed, total))
+        labelling = LabelConfig(root=root, checkpoint=Path(teacher["checkpoint"]), out=store_url, split="train_extra",
+                                predict=predict, threshold=config.threshold, workers=config.label_workers)
+        summary = label(labelling, progress=lambda done, failed, total: reporter.progress(done + failed, total))
         if summary.failed:  # the stage stays unfinished, so a rerun retries them
             first, error = next(iter(summary.failed.items()))
             raise DatasetError(f"{len(summary.failed)} images could not be labelled (first: {first}: {error}); "

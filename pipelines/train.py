@@ -27,8 +27,9 @@ from autolabel.fused import fused_dataset
 from autolabel.transforms import AugmentConfig
 from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from models.parts import HEADS, PARTS, UNTRAINED_KEY, freeze_except, parse_parts, train_mode, untrained_after
+from models.predict import PredictOptions
 from models.teacher import Teacher, TeacherConfig
-from pipelines.evaluate import evaluate
+from pipelines.evaluate import EvaluateConfig, evaluate
 from pipelines.ray_session import ray_session
 
 log = logging.getLogger(__name__)
@@ -395,8 +396,9 @@ def _iteration_of(checkpoint: Path | None) -> int:
 
 def validation_miou(model: Teacher, config: TrainConfig) -> float:
     """mIoU of the model on the config's validation split at scale 1.0 without PointRend (the cheap view)."""
-    return float(evaluate(Path(config.root), None, config.eval_split, (1.0,), False, model=model,
-                          device=config.device)["miou"])
+    cheap = EvaluateConfig(root=Path(config.root), checkpoint=Path(config.run_dir), split=config.eval_split,
+                           predict=PredictOptions(scales=(1.0,), pointrend=False), device=config.device)
+    return evaluate(cheap, model=model).miou
 
 
 def learning_curve(run_dir: Path) -> list[tuple[int, float]]:

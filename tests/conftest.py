@@ -85,9 +85,10 @@ def teacher_checkpoint(tmp_path_factory) -> Path:
 def labelled_store(ray_address, dataset_root, teacher_checkpoint, tmp_path_factory) -> str:
     """train_extra labelled at threshold 0 (every pixel labelled) with the defaults, confidence kept."""
     from pipelines.label import label
+    from tests.runs import label_config
 
     out = str(tmp_path_factory.mktemp("stores") / "labels.zarr")
-    label(dataset_root, teacher_checkpoint, out, threshold=0.0, keep_confidence=True)
+    label(label_config(dataset_root, teacher_checkpoint, out, threshold=0.0, keep_confidence=True))
     return out
 
 

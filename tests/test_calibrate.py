@@ -2,9 +2,7 @@
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
 from autolabel.images import read_image, read_label
 from autolabel.labels import IGNORE, to_train_ids
@@ -14,6 +12,7 @@ from autolabel.threshold import threshold_probs
 from models.teacher import load_model
 from pipelines.calibrate import calibrate
 from pipelines.evaluate import predict_probabilities
+from tests.runs import evaluate_config
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +23,7 @@ def root(tmp_path_factory) -> Path:
 
 
 def test_coverage_and_accuracy_are_those_of_the_labels_label_writes(root, teacher_checkpoint):
-    result = calibrate(root, teacher_checkpoint, "val", scales=(1.0,), target_accuracy=0.99)
+    result = calibrate(evaluate_config(root, teacher_checkpoint, "val", scales=(1.0,)), target_accuracy=0.99)
     model, _ = load_model(teacher_checkpoint)
     kept = correct = evaluable = 0
     for sample in list_samples(root, "val", "gtFine"):
@@ -41,7 +40,7 @@ def test_coverage_and_accuracy_are_those_of_the_labels_label_writes(root, teache
 
 
 def test_result_lists_ten_thresholds_with_falling_coverage(root, teacher_checkpoint):
-    result = calibrate(root, teacher_checkpoint, "val", scales=(1.0,), pointrend=False)
+    result = calibrate(evaluate_config(root, teacher_checkpoint, "val", scales=(1.0,), pointrend=False))
     coverage = [p.coverage for p in result.points]
     assert [p.threshold for p in result.points] == [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
     assert coverage == sorted(coverage, reverse=True)
@@ -52,4 +51,4 @@ def test_split_without_fine_labels_is_a_named_error(root, teacher_checkpoint):
     from autolabel.errors import DatasetError
 
     with pytest.raises(DatasetError, match="train_extra"):
-        calibrate(root, teacher_checkpoint, "train_extra", scales=(1.0,))
+        calibrate(evaluate_config(root, teacher_checkpoint, "train_extra", scales=(1.0,)))

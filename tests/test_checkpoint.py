@@ -114,3 +114,9 @@ def test_state_dict_is_saved_on_the_cpu_and_training_state_round_trips(tmp_path)
     ckpt = load_checkpoint(Path(path))
     assert ckpt.extra == extra
     assert ckpt.state_dict["w"].device.type == "cpu" and not ckpt.state_dict["w"].requires_grad
+
+
+def test_loaded_checkpoint_carries_the_sha256_of_its_file(tmp_path):
+    path = tmp_path / "model.pt"
+    digest = save_checkpoint(path, _checkpoint(_trained_model()))
+    assert load_checkpoint(path).sha256 == digest == file_sha256(path)

@@ -10,14 +10,14 @@ import torch
 import autolabel.dataset as dataset_module
 from autolabel.dataset import (
     SegmentationDataset,
+    cityscapes_dataset,
     class_centroids,
     class_uniform_plan,
-    cityscapes_dataset,
     label_file_centroids,
 )
+from autolabel.errors import DatasetError
 from autolabel.images import write_png
 from autolabel.labels import IGNORE, LABEL_ID_BY_NAME, TRAIN_ID_BY_NAME, to_train_ids
-from autolabel.errors import DatasetError
 from autolabel.layout import label_path, list_samples
 from autolabel.transforms import AugmentConfig, eval_transform, train_transform
 

@@ -10,6 +10,7 @@ import pytest
 from autolabel.layout import list_samples
 from autolabel.synth import SynthConfig, generate
 from pipelines.evaluate import evaluate
+from tests.runs import evaluate_config
 
 
 @pytest.fixture(scope="module")
@@ -36,17 +37,17 @@ def official_scores(root: Path, predictions: Path) -> dict:
 
 
 def test_saved_predictions_score_the_same_with_the_official_evaluator(root, teacher_checkpoint, tmp_path):
-    ours = evaluate(root, teacher_checkpoint, "val", save_predictions=tmp_path / "results")
+    ours = evaluate(evaluate_config(root, teacher_checkpoint, "val", save_predictions=tmp_path / "results"))
     official = official_scores(root, tmp_path / "results")
-    assert ours["miou"] == pytest.approx(official["averageScoreClasses"], abs=1e-9)
+    assert ours.miou == pytest.approx(official["averageScoreClasses"], abs=1e-9)
     for name, expected in official["classScores"].items():
         if math.isnan(expected):
-            assert name not in ours["iou"]
+            assert name not in ours.iou
         else:
-            assert ours["iou"][name] == pytest.approx(expected, abs=1e-9)
+            assert ours.iou[name] == pytest.approx(expected, abs=1e-9)
 
 
 def test_one_prediction_file_per_image_named_by_city_and_stem(root, teacher_checkpoint, tmp_path):
-    evaluate(root, teacher_checkpoint, "val", pointrend=False, save_predictions=tmp_path / "results")
+    evaluate(evaluate_config(root, teacher_checkpoint, "val", pointrend=False, save_predictions=tmp_path / "results"))
     expected = sorted(f"{s.city}/{s.stem}_pred_labelIds.png" for s in list_samples(root, "val"))
     assert sorted(str(p.relative_to(tmp_path / "results")) for p in (tmp_path / "results").rglob("*.png")) == expected

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autolabel.fused import FINE, LabelLoader, fused_dataset, read_manifest, rare_classes
+from autolabel.fused import FINE, LabelLoader, fused_dataset, rare_classes, read_manifest
 from autolabel.images import read_label
 from autolabel.labels import to_train_ids
 from autolabel.layout import list_samples

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from autolabel.images import ImageReadError, encode_png, image_shape, read_image, read_label, write_png
 from autolabel.errors import DatasetError
+from autolabel.images import ImageReadError, encode_png, image_shape, read_image, read_label, write_png
 
 
 def test_rgb_image_round_trips_through_png(tmp_path):

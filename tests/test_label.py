@@ -14,18 +14,20 @@ import numpy as np
 import pytest
 import torch
 
+from autolabel.errors import StoreError
 from autolabel.images import encode_png, read_image
 from autolabel.labels import IGNORE
 from autolabel.layout import list_samples
-from autolabel.errors import StoreError
-from autolabel.store import LabelStore, ProvenanceMismatchError, Provenance
+from autolabel.store import LabelStore, Provenance, ProvenanceMismatchError
 from autolabel.threshold import CONFIDENCE_LEVELS, threshold_probs
 from autolabel.transforms import normalize_batch
 from models.predict import predict
 from models.teacher import load_model
-from pipelines.label import Labeler, RethresholdError, group_by_shape, label, rethreshold
+from pipelines.label import Labeler, group_by_shape, label
 from pipelines.ray_session import node_cpus
+from pipelines.rethreshold import RethresholdError, rethreshold
 from tests.conftest import EXTRA_STEMS, image_path
+from tests.runs import label_config
 
 TIMESTAMPS = ("started_at", "finished_at")
 
@@ -33,6 +35,7 @@ KILLABLE_RUN = """
 import os, sys, time
 from pathlib import Path
 from pipelines.label import Labeler, label
+from tests.runs import label_config
 
 root, checkpoint, out, address, pids = sys.argv[1:]
 
@@ -42,7 +45,7 @@ class SlowLabeler(Labeler):
         time.sleep(0.3)
         return super().__call__(batch)
 
-label(root, checkpoint, out, threshold=0.0, keep_confidence=True, address=address, labeler=SlowLabeler)
+label(label_config(root, checkpoint, out, threshold=0.0, keep_confidence=True, address=address), labeler=SlowLabeler)
 """
 
 
@@ -93,14 +96,14 @@ def test_labels_equal_in_process_predict_and_threshold(labelled_store, dataset_r
 
 
 def test_rerun_with_same_settings_skips_stored_images(labelled_store, dataset_root, teacher_checkpoint):
-    summary = label(dataset_root, teacher_checkpoint, labelled_store, threshold=0.0, keep_confidence=True)
+    summary = label(label_config(dataset_root, teacher_checkpoint, labelled_store, threshold=0.0, keep_confidence=True))
     assert (summary.total, summary.done, summary.skipped, summary.failed) == (len(EXTRA_STEMS), 0, len(EXTRA_STEMS), {})
     assert summary.labelled_fraction == 1.0 and summary.bytes_per_image > 0
 
 
 def test_overwrite_resumes_a_store_made_with_the_same_settings(labelled_store, dataset_root, teacher_checkpoint):
-    summary = label(dataset_root, teacher_checkpoint, labelled_store, threshold=0.0, keep_confidence=True,
-                    overwrite=True)
+    summary = label(label_config(dataset_root, teacher_checkpoint, labelled_store, threshold=0.0, keep_confidence=True,
+                    overwrite=True))
     assert (summary.done, summary.skipped) == (0, len(EXTRA_STEMS))
 
 
@@ -108,8 +111,8 @@ def test_relative_paths_mean_the_same_to_workers_in_other_directories(
     labelled_store, ray_address, dataset_root, teacher_checkpoint, tmp_path, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
-    summary = label(os.path.relpath(dataset_root), os.path.relpath(teacher_checkpoint), "labels.zarr",
-                    threshold=0.0, keep_confidence=True, workers=2)
+    summary = label(label_config(os.path.relpath(dataset_root), os.path.relpath(teacher_checkpoint), "labels.zarr",
+                    threshold=0.0, keep_confidence=True, workers=2))
     assert (summary.done, summary.failed) == (len(EXTRA_STEMS), {})
     assert summary.store == str(tmp_path / "labels.zarr")
     assert_same_labels(summary.store, labelled_store)
@@ -142,7 +145,7 @@ def test_rerun_after_killed_driver_gives_the_uninterrupted_store(
     for pid in (int(p.name) for p in pids.iterdir()):  # its actors die with their driver
         wait_for(lambda: process_gone(pid), what=f"actor {pid} gone")
 
-    summary = label(dataset_root, teacher_checkpoint, out, threshold=0.0, keep_confidence=True)
+    summary = label(label_config(dataset_root, teacher_checkpoint, out, threshold=0.0, keep_confidence=True))
 
     assert summary.skipped >= 2 and summary.done == len(EXTRA_STEMS) - summary.skipped
     assert_same_labels(out, labelled_store)
@@ -151,7 +154,7 @@ def test_rerun_after_killed_driver_gives_the_uninterrupted_store(
 
 def test_unreadable_images_are_recorded_failed_and_only_they_are_retried(broken_root, teacher_checkpoint, tmp_path):
     out, calls = str(tmp_path / "labels.zarr"), []
-    first = label(broken_root, teacher_checkpoint, out, threshold=0.0, progress=lambda *c: calls.append(c))
+    first = label(label_config(broken_root, teacher_checkpoint, out, threshold=0.0), progress=lambda *c: calls.append(c))
     assert set(first.failed) == {"zurich_000000_000019", "zurich_000001_000019"}
     assert "empty" in first.failed["zurich_000000_000019"]
     assert "truncated" in first.failed["zurich_000001_000019"]
@@ -161,13 +164,13 @@ def test_unreadable_images_are_recorded_failed_and_only_they_are_retried(broken_
     image_path(broken_root, "train_extra", "zurich_000000_000019").write_bytes(
         encode_png(np.zeros((64, 128, 3), np.uint8))
     )
-    second = label(broken_root, teacher_checkpoint, out, threshold=0.0)
+    second = label(label_config(broken_root, teacher_checkpoint, out, threshold=0.0))
     assert (second.done, second.skipped, set(second.failed)) == (1, len(EXTRA_STEMS), {"zurich_000001_000019"})
 
 
 def test_other_settings_are_refused_by_an_existing_store(labelled_store, dataset_root, teacher_checkpoint):
     with pytest.raises(ProvenanceMismatchError, match="threshold"):
-        label(dataset_root, teacher_checkpoint, labelled_store, threshold=0.5, keep_confidence=True)
+        label(label_config(dataset_root, teacher_checkpoint, labelled_store, threshold=0.5, keep_confidence=True))
 
 
 def test_overwrite_replaces_a_store_made_with_other_settings(
@@ -175,8 +178,8 @@ def test_overwrite_replaces_a_store_made_with_other_settings(
 ):
     out = str(tmp_path / "labels.zarr")
     LabelStore.create(out, Provenance("0" * 64, (1.0,), 0.9, pointrend=False))
-    summary = label(dataset_root, teacher_checkpoint, out, threshold=0.0, keep_confidence=True, overwrite=True,
-                    workers=2, batch_size=2)  # batches mix the two image sizes
+    summary = label(label_config(dataset_root, teacher_checkpoint, out, threshold=0.0, keep_confidence=True, overwrite=True,
+                    workers=2, batch_size=2))  # batches mix the two image sizes
     assert (summary.done, summary.failed) == (len(EXTRA_STEMS), {})
     assert LabelStore.open(out).provenance == LabelStore.open(labelled_store).provenance
 
@@ -184,7 +187,7 @@ def test_overwrite_replaces_a_store_made_with_other_settings(
 def test_two_concurrent_jobs_fill_their_own_stores(labelled_store, ray_address, dataset_root, teacher_checkpoint, tmp_path):
     outs = [str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr")]
     with ThreadPoolExecutor(2) as pool:
-        jobs = [pool.submit(label, dataset_root, teacher_checkpoint, out, threshold=0.0) for out in outs]
+        jobs = [pool.submit(label, label_config(dataset_root, teacher_checkpoint, out, threshold=0.0)) for out in outs]
         summaries = [job.result(timeout=120) for job in jobs]
     assert [s.done for s in summaries] == [len(EXTRA_STEMS)] * 2
     for out in outs:
@@ -202,7 +205,7 @@ def test_a_dead_actor_is_replaced_and_the_job_completes(ray_address, dataset_roo
             return super().__call__(batch)
 
     out = str(tmp_path / "labels.zarr")
-    summary = label(dataset_root, teacher_checkpoint, out, threshold=0.0, labeler=CrashOnce)
+    summary = label(label_config(dataset_root, teacher_checkpoint, out, threshold=0.0), labeler=CrashOnce)
     assert marker.exists()
     assert (summary.done, summary.failed) == (len(EXTRA_STEMS), {})
     assert LabelStore.open(out).completed_ids() == set(EXTRA_STEMS)
@@ -213,7 +216,7 @@ def test_rethreshold_keeps_only_pixels_above_the_new_threshold(labelled_store, t
     confidences = {i: source.read_confidence(i) for i in EXTRA_STEMS}
     step = int(np.median(np.concatenate([c.ravel() for c in confidences.values()])))
     threshold = step / CONFIDENCE_LEVELS
-    summary = rethreshold(labelled_store, threshold, str(tmp_path / "high.zarr"))
+    summary = rethreshold(labelled_store, str(tmp_path / "high.zarr"), threshold=threshold)
     target = LabelStore.open(tmp_path / "high.zarr")
     assert summary.done == len(EXTRA_STEMS) and target.provenance.threshold == threshold
     for image_id, confidence in confidences.items():
@@ -223,15 +226,15 @@ def test_rethreshold_keeps_only_pixels_above_the_new_threshold(labelled_store, t
 
 
 def test_rethreshold_refuses_a_lower_threshold(labelled_store, tmp_path):
-    rethreshold(labelled_store, 0.1, str(tmp_path / "high.zarr"))
+    rethreshold(labelled_store, str(tmp_path / "high.zarr"), threshold=0.1)
     with pytest.raises(RethresholdError, match="below the store's 0.1"):
-        rethreshold(str(tmp_path / "high.zarr"), 0.05, str(tmp_path / "low.zarr"))
+        rethreshold(str(tmp_path / "high.zarr"), str(tmp_path / "low.zarr"), threshold=0.05)
 
 
 def test_rethreshold_refuses_a_store_without_confidence(tmp_path):
     LabelStore.create(tmp_path / "plain.zarr", Provenance("0" * 64, (1.0,), 0.5, pointrend=True))
     with pytest.raises(RethresholdError, match="keep_confidence"):
-        rethreshold(str(tmp_path / "plain.zarr"), 0.9, str(tmp_path / "high.zarr"))
+        rethreshold(str(tmp_path / "plain.zarr"), str(tmp_path / "high.zarr"), threshold=0.9)
 
 
 def test_group_by_shape_batches_same_sizes_and_leaves_out_failures():

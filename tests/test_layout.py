@@ -3,8 +3,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autolabel.images import write_png
 from autolabel.errors import DatasetError
+from autolabel.images import write_png
 from autolabel.layout import label_path, label_sources, list_samples, list_splits, validate_stem
 
 

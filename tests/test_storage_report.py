@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+from autolabel.errors import StoreError
 from autolabel.images import encode_png
 from autolabel.labels import IGNORE, NUM_CLASSES
 from autolabel.storage_report import human_bytes, storage_report, storage_table
-from autolabel.errors import StoreError
 from autolabel.store import LabelStore, Provenance
 
 PROVENANCE = Provenance(checkpoint_sha256="ab" * 32, scales=(1.0,), threshold=0.5, pointrend=False)

@@ -19,7 +19,6 @@ from autolabel.store import (
     LabelStore,
     Provenance,
     ProvenanceMismatchError,
-    StoreError,
     kept_confidence,
 )
 from autolabel.threshold import rethreshold

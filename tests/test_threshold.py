@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from autolabel.errors import ConfigError
 from autolabel.labels import IGNORE
-from autolabel.threshold import rethreshold, threshold_probs
+from autolabel.threshold import check_threshold, rethreshold, threshold_probs
 
 
 def _probs(rows: list[list[float]]) -> torch.Tensor:
@@ -44,10 +45,10 @@ def test_zero_threshold_labels_every_pixel_with_argmax():
     assert torch.equal(threshold_probs(probs, 0.0), probs.argmax(dim=1).to(torch.uint8))
 
 
-@pytest.mark.parametrize("t", [-0.1, 1.0, 1.5])
-def test_threshold_outside_unit_interval_is_rejected(t):
-    with pytest.raises(ValueError, match="threshold"):
-        threshold_probs(torch.rand(1, 3, 2, 2), t)
+@pytest.mark.parametrize("t", [-0.1, 1.0, 1.5, float("nan"), float("inf")])
+def test_threshold_outside_unit_interval_is_a_config_error(t):
+    with pytest.raises(ConfigError, match="threshold"):
+        check_threshold(t)
 
 
 def test_more_than_255_classes_is_rejected():

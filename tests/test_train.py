@@ -18,8 +18,16 @@ from pipelines.evaluate import evaluate
 from pipelines.fuse import fuse
 from pipelines.ingest import import_labels
 from pipelines.train import (
-    CHECKPOINTS, FINAL_MODEL, METRICS_LOG, TrainConfig, follow_metrics, latest_checkpoint, learning_curve, train,
+    CHECKPOINTS,
+    FINAL_MODEL,
+    METRICS_LOG,
+    TrainConfig,
+    follow_metrics,
+    latest_checkpoint,
+    learning_curve,
+    train,
 )
+from tests.runs import evaluate_config
 
 IMAGE_SIZE = (64, 128)
 
@@ -58,9 +66,9 @@ def test_tiny_network_overfits_two_images(root, tmp_path):
     losses = logged_losses(run_dir)
     start, end = sum(losses[:5]) / 5, sum(losses[-10:]) / 10
     assert end < 0.25 * start
-    result = evaluate(root, model, split="train", pointrend=False)
-    assert result["pixel_accuracy"] > 0.9
-    assert result["miou"] > 0.45
+    result = evaluate(evaluate_config(root, model, split="train", pointrend=False))
+    assert result.pixel_accuracy > 0.9
+    assert result.miou > 0.45
 
 
 def test_run_dir_holds_model_checkpoints_and_logged_iterations(root, tmp_path):
