@@ -308,7 +308,8 @@ def train(
                     "0: never.")] = 0,
     workers: Annotated[int, typer.Option(help="Data-parallel workers; more than 1 uses Ray Train.")] = 1,
     device: DeviceOption = "cpu",
-    manifest: Annotated[Optional[str], typer.Option(help="Train on a fused manifest (autolabel fuse) instead.")] = None,
+    samples: Annotated[Optional[str], typer.Option(
+        help="Train on a fused sample table (written by autolabel fuse) instead of --split.")] = None,
     init: Annotated[Optional[Path], typer.Option(
         help="Start from this checkpoint's network and weights (e.g. a student continuing from its teacher) "
              "instead of a fresh --preset network.")] = None,
@@ -319,8 +320,8 @@ def train(
     class_uniform: Annotated[float, typer.Option(help="Fraction of crops centred on class centroids.")] = 0.5,
     checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N iterations.")] = 200,
     loader_workers: Annotated[int, typer.Option(help="Data-loading processes per worker (0: in the training process).")] = 0,
-    fine_fraction: Annotated[Optional[float], typer.Option(help="With --manifest: share of fine samples per epoch.")] = None,
-    coarse_rare_only: Annotated[bool, typer.Option(help="With --manifest: centre coarse crops on rare classes only.")] = False,
+    fine_fraction: Annotated[Optional[float], typer.Option(help="With --samples: share of fine samples per epoch.")] = None,
+    coarse_rare_only: Annotated[bool, typer.Option(help="With --samples: centre coarse crops on rare classes only.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address for --workers > 1.")] = None,
 ) -> None:
@@ -329,7 +330,7 @@ def train(
 
     config = TrainConfig(root=str(root), run_dir=str(out), preset=preset.value, iters=iters, batch_size=batch_size,
                          crop=parse_hw(crop), lr=lr, optimizer=optimizer.value, warmup_iters=warmup_iters,
-                         eval_every=eval_every, workers=workers, device=device.value, manifest=manifest,
+                         eval_every=eval_every, workers=workers, device=device.value, samples=samples,
                          init=None if init is None else str(init),
                          train_only=None if train_only is None else tuple(train_only.split(",")),
                          split=split, class_uniform=class_uniform, checkpoint_every=checkpoint_every, seed=seed,
@@ -655,17 +656,17 @@ def export(
 @command
 def fuse(
     root: Annotated[Path, typer.Argument(help="Cityscapes-format dataset root.")],
-    out: Annotated[Path, typer.Option("--out", help="Fused manifest to write (Parquet).")],
+    out: Annotated[Path, typer.Option("--out", help="Fused sample table to write (Parquet).")],
     labels: Annotated[Optional[str], typer.Option(help="Label store of auto-labels (autolabel label).")] = None,
     coarse_gt: Annotated[bool, typer.Option(help="Also add the hand-made gtCoarse labels of --coarse-split.")] = False,
     fine_split: Annotated[str, typer.Option(help="Split whose gtFine labels are the fine samples.")] = "train",
     coarse_split: Annotated[str, typer.Option(
         help="The coarse split: --labels should hold its images; --coarse-gt adds its gtCoarse labels.")] = "train_extra",
 ) -> None:
-    """Write the fused training manifest: fine labels + auto-labels from a store (+ hand-made coarse labels).
+    """Write the fused sample table for training: fine labels + auto-labels from a store (+ hand-made coarse labels).
 
     One row per sample with its label location, per-class pixel counts and class centroids; train a student on it
-    with `autolabel train ROOT --manifest FUSED.parquet`. Images whose auto-label failed are left out and counted.
+    with `autolabel train ROOT --samples FUSED.parquet`. Images whose auto-label failed are left out and counted.
     """
     from pipelines.fuse import fuse as run_fuse
 
@@ -674,7 +675,7 @@ def fuse(
         summary = run_fuse(root, out, labels, coarse_gt, fine_split, coarse_split,
                            progress=lambda done, total: bar.update(task, completed=done, total=total))
     rows = ", ".join(f"{n} {source}" for source, n in summary.rows.items())
-    console.print(f"{summary.manifest}: {rows}; {len(summary.failed_auto)} failed auto-labels left out", highlight=False)
+    console.print(f"{summary.samples}: {rows}; {len(summary.failed_auto)} failed auto-labels left out", highlight=False)
     if summary.missing_auto:
         console.print(f"[yellow]warning:[/yellow] {len(summary.missing_auto)} images of {coarse_split} are not in "
                       f"{labels} (e.g. {summary.missing_auto[0]}); finish labelling with autolabel label", soft_wrap=True)

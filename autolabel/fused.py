@@ -27,7 +27,7 @@ from autolabel.transforms import AugmentConfig, train_transform
 SOURCES = ("fine", "auto_coarse", "gt_coarse")
 FINE = "fine"
 
-MANIFEST_SCHEMA = pa.schema(
+SAMPLES_SCHEMA = pa.schema(
     [
         ("image", pa.string()),
         ("source", pa.string()),
@@ -47,7 +47,7 @@ RARE_SHARE = 0.5 / NUM_CLASSES
 
 @dataclass(frozen=True)
 class FusedItem:
-    """One training sample of a fused manifest."""
+    """One training sample of a fused sample table."""
 
     image: Path
     source: str
@@ -56,25 +56,25 @@ class FusedItem:
     label_key: str | None
 
 
-def write_manifest(rows: Sequence[Mapping], path: Path) -> pa.Table:
+def write_samples(rows: Sequence[Mapping], path: Path) -> pa.Table:
     """Write fused rows (dicts with the schema's fields; centroids as {class: (y, x)}) as Parquet."""
-    columns = {name: [] for name in MANIFEST_SCHEMA.names}
+    columns = {name: [] for name in SAMPLES_SCHEMA.names}
     for row in rows:
-        for name in MANIFEST_SCHEMA.names:
+        for name in SAMPLES_SCHEMA.names:
             value = row.get(name)
             if name == "centroids":
                 value = [{"cls": int(c), "y": int(y), "x": int(x)} for c, (y, x) in sorted(value.items())]
             columns[name].append(value)
-    table = pa.table(columns, schema=MANIFEST_SCHEMA)
+    table = pa.table(columns, schema=SAMPLES_SCHEMA)
     with atomic_path(Path(path)) as tmp:
         pq.write_table(table, tmp)
     return table
 
 
-def read_manifest(path: Path) -> pa.Table:
+def read_samples(path: Path) -> pa.Table:
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"{path}: fused manifest does not exist (autolabel fuse writes it)")
+        raise DatasetError(f"{path}: fused sample table does not exist (autolabel fuse writes it)")
     return pq.read_table(path)
 
 
@@ -104,7 +104,7 @@ def rare_classes(class_pixels: np.ndarray) -> list[int]:
 
 
 class FusedDataset(SegmentationDataset):
-    """A SegmentationDataset over a fused manifest with a per-epoch fine/coarse mixing plan.
+    """A SegmentationDataset over a fused sample table with a per-epoch fine/coarse mixing plan.
 
     `fine_fraction` (None = natural proportions) fixes the share of each epoch's samples taken from
     fine items; `class_uniform` of each part is centred on class centroids; with `coarse_rare_only`
@@ -148,17 +148,17 @@ class FusedDataset(SegmentationDataset):
 
 
 def fused_dataset(
-    manifest: Path,
+    samples: Path,
     augment: AugmentConfig,
     class_uniform: float = 0.5,
     fine_fraction: float | None = None,
     coarse_rare_only: bool = False,
     seed: int = 0,
 ) -> FusedDataset:
-    """Training dataset over a fused manifest (fine PNG + auto labels read from zarr + optional gtCoarse)."""
-    table = read_manifest(manifest).to_pylist()
+    """Training dataset over a fused sample table (fine PNG + auto labels read from zarr + optional gtCoarse)."""
+    table = read_samples(samples).to_pylist()
     if not table:
-        raise DatasetError(f"{manifest}: fused manifest has no rows")
+        raise DatasetError(f"{samples}: fused sample table has no rows")
     items = [FusedItem(Path(r["image"]), r["source"], r["label_png"], r["label_store"], r["label_key"]) for r in table]
     centroids = [{c["cls"]: (c["y"], c["x"]) for c in r["centroids"]} for r in table]
     fine_pixels = np.array([r["class_pixels"] for r in table if r["source"] == FINE] or [[0] * NUM_CLASSES])

@@ -100,13 +100,13 @@ def _store(workdir: Path, threshold: float) -> str:
 
 
 def _train_config(args: argparse.Namespace, root: Path, run_dir: Path, *, preset: str, iters: int, seed: int,
-                  lr: float, manifest: str | None = None, init: str | None = None) -> TrainConfig:
-    fused = manifest is not None
+                  lr: float, samples: str | None = None, init: str | None = None) -> TrainConfig:
+    fused = samples is not None
     return TrainConfig(
         root=str(root), run_dir=str(run_dir), preset=preset, iters=iters, batch_size=args.batch_size,
         crop=tuple(args.crop), lr=lr, jitter=args.jitter, device=args.device, seed=seed,
         threads=args.threads or None, checkpoint_every=max(50, iters // 5), eval_every=max(1, iters // 5),
-        manifest=manifest, init=init, fine_fraction=args.fine_fraction if fused else None,
+        samples=samples, init=init, fine_fraction=args.fine_fraction if fused else None,
         coarse_rare_only=args.coarse_rare_only and fused,
     )
 
@@ -172,20 +172,20 @@ def run_experiment(args: argparse.Namespace, workdir: Path) -> dict:
     init = teacher if args.student_init == "teacher" else None
     students: list[StudentScore] = []
     for arm in ARMS:
-        manifest = None
+        samples = None
         if arm.key != "fine":
-            manifest = str(workdir / f"fused_{arm.key}.parquet")
+            samples = str(workdir / f"fused_{arm.key}.parquet")
             labels = oracle if arm.oracle else _store(workdir, arm.threshold) if arm.threshold is not None else None
             upstream = ["synth", "oracle" if arm.oracle else "rethreshold" if arm.threshold is not None else "synth"]
-            stages.run(f"fuse_{arm.key}", lambda: asdict(fuse(root, Path(manifest), labels=labels,
+            stages.run(f"fuse_{arm.key}", lambda: asdict(fuse(root, Path(samples), labels=labels,
                                                               coarse_gt=arm.coarse_gt)),
-                       after=upstream, outputs=[manifest])
+                       after=upstream, outputs=[samples])
         runs, curves = [], []
         for seed in args.seeds:
             config = _train_config(args, root, workdir / "students" / f"{arm.key}_seed{seed}", preset=args.preset,
-                                   iters=args.student_iters, seed=seed, lr=args.student_lr, manifest=manifest,
+                                   iters=args.student_iters, seed=seed, lr=args.student_lr, samples=samples,
                                    init=init)
-            fused_stage = [f"fuse_{arm.key}"] if manifest else ["synth"]
+            fused_stage = [f"fuse_{arm.key}"] if samples else ["synth"]
             run = stages.run(f"student_{arm.key}_seed{seed}", lambda: _trained(config),
                              after=["train_teacher", *fused_stage], params=asdict(config))
             curves.append(run["learning_curve"])

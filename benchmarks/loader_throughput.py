@@ -4,7 +4,7 @@
     python -m benchmarks.loader_throughput --device cuda --preset w18s --height 512 --width 1024 \\
         --crop 512 1024 --loader-workers 0 4 8 --json
 
-The loader reads a fused manifest as student training does: fine labels from gtFine PNGs, the coarse
+The loader reads a fused sample table as student training does: fine labels from gtFine PNGs, the coarse
 part straight from a zarr label store, with class-uniform crops, scale, flip and colour jitter, and
 one DataLoader per epoch. The store here holds the gtCoarse labels of train_extra, imported with
 `pipelines.ingest.import_labels` (no teacher needed): it is read exactly as auto-labels are.
@@ -100,16 +100,16 @@ def step_rate(config: TrainConfig, images: torch.Tensor, labels: torch.Tensor, s
     return steps * images.shape[0] / (time.perf_counter() - start)
 
 
-def fused_manifest(args: argparse.Namespace, workdir: Path) -> tuple[Path, dict[str, int]]:
-    """Synthetic data, the coarse store and the fused manifest in `workdir`; rows per source."""
+def fused_samples(args: argparse.Namespace, workdir: Path) -> tuple[Path, dict[str, int]]:
+    """Synthetic data, the coarse store and the fused sample table in `workdir`; rows per source."""
     root = workdir / "data"
     synth = SynthConfig(train=args.train, val=0, train_extra=args.train_extra, height=args.height,
                         width=args.width, seed=args.seed)
     generate(root, workdir / "data_truth", synth, overwrite=True)
     store = str(workdir / "coarse.zarr")
     import_labels(root, "train_extra", "gtCoarse", store, overwrite=True)
-    manifest = workdir / "fused.parquet"
-    return manifest, fuse(root, manifest, labels=store).rows
+    samples = workdir / "fused.parquet"
+    return samples, fuse(root, samples, labels=store).rows
 
 
 def _table(step_ips: float, rates: list[LoaderRate], title: str) -> Table:
@@ -124,7 +124,7 @@ def _table(step_ips: float, rates: list[LoaderRate], title: str) -> Table:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", help="where the data, store and manifest go (default: a temp dir)")
+    parser.add_argument("--workdir", help="where the data, store and sample table go (default: a temp dir)")
     parser.add_argument("--preset", default="tiny", help="model preset of the step: tiny, w18s, w48 (default tiny)")
     parser.add_argument("--mscale", action=argparse.BooleanOptionalAction, default=True,
                         help="step with hierarchical multi-scale attention (default on)")
@@ -154,9 +154,9 @@ def parse_args() -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, int], float, list[LoaderRate]]:
-    manifest, rows = fused_manifest(args, workdir)
+    samples, rows = fused_samples(args, workdir)
     config = TrainConfig(root=str(workdir / "data"), run_dir=str(workdir / "run"), preset=args.preset,
-                         batch_size=args.batch_size, crop=tuple(args.crop), device=args.device, manifest=str(manifest),
+                         batch_size=args.batch_size, crop=tuple(args.crop), device=args.device, samples=str(samples),
                          seed=args.seed, use_mscale=args.mscale, use_pointrend=args.pointrend)
     dataset = build_dataset(config)
     images, labels = next(epoch_batches(dataset, args.batch_size, 0, args.seed, False))
@@ -183,13 +183,13 @@ def main() -> None:
     heads = " + ".join(["HRNet-OCR"] + ["HMSA"] * args.mscale + ["PointRend"] * args.pointrend)
     console = Console(width=120)
     console.print(" ".join(f"{k}={v}" for k, v in info.items()))
-    console.print(f"fused manifest: {rows}; coarse part: {AUTO_PART}")
+    console.print(f"fused sample table: {rows}; coarse part: {AUTO_PART}")
     title = (f"preset {args.preset} ({heads}), batch {args.batch_size} x {args.crop[0]}x{args.crop[1]} crops "
              f"of {args.height}x{args.width} images")
     console.print(_table(step_ips, rates, title))
     if args.json:
         print(json.dumps({"machine": info, "settings": {k: v for k, v in vars(args).items() if k != "json"},
-                          "manifest_rows": rows, "coarse_part": AUTO_PART, "step_images_per_s": step_ips,
+                          "sample_rows": rows, "coarse_part": AUTO_PART, "step_images_per_s": step_ips,
                           "loaders": [asdict(r) for r in rates]}))
 
 

@@ -43,7 +43,7 @@ class PredictOptions:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scales", tuple(sorted({float(s) for s in self.scales}, reverse=True)))
-        if not self.scales or min(self.scales) <= 0:
+        if not self.scales or not all(math.isfinite(s) and s > 0 for s in self.scales):
             raise ConfigError(f"scales must be positive numbers, got {self.scales}")
         if self.batch_size < 1 or self.max_pixels < MIN_WINDOW**2:
             raise ConfigError(f"batch_size must be >= 1 and max_pixels >= {MIN_WINDOW**2}, got {self}")

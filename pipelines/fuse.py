@@ -1,4 +1,4 @@
-"""Fuse fine labels, auto-labels from a store and (optionally) hand-made coarse labels into one manifest."""
+"""Fuse fine labels, auto-labels from a store and (optionally) hand-made coarse labels into one sample table."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 
 from autolabel.dataset import label_file_centroids
 from autolabel.errors import ConfigError
-from autolabel.fused import write_manifest
+from autolabel.fused import write_samples
 from autolabel.images import read_label
 from autolabel.labels import to_train_ids
 from autolabel.layout import list_samples
@@ -21,7 +21,7 @@ from autolabel.store import LabelStore, class_pixels
 
 @dataclass(frozen=True)
 class FuseSummary:
-    manifest: str
+    samples: str
     rows: dict[str, int]
     """Samples per source."""
     failed_auto: list[str] = field(default_factory=list)
@@ -71,9 +71,9 @@ def fuse(
     coarse_split: str = "train_extra",
     progress: Callable[[int, int], None] | None = None,
 ) -> FuseSummary:
-    """Write the fused manifest: fine `fine_split` + auto labels of `labels` (+ gtCoarse of `coarse_split`).
+    """Write the fused sample table: fine `fine_split` + auto labels of `labels` (+ gtCoarse of `coarse_split`).
 
-    Paths are written absolute, so training reads the manifest from any directory or Ray worker. The auto rows
+    Paths are written absolute, so training reads the samples from any directory or Ray worker. The auto rows
     come from the store's index, without reading a label map. Auto-labels that failed are left out and listed;
     so are images of `coarse_split` missing from the store.
     """
@@ -92,6 +92,6 @@ def fuse(
         missing = sorted(s.stem for s in list_samples(root, coarse_split) if s.stem not in held)
     if coarse_gt:
         rows += _png_rows(root, coarse_split, "gtCoarse", "gt_coarse")
-    write_manifest(rows, out)
+    write_samples(rows, out)
     return FuseSummary(str(out), dict(Counter(r["source"] for r in rows)), failed, missing)
 

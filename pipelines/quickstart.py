@@ -81,12 +81,12 @@ def _check_config(workdir: Path, config: QuickstartConfig) -> None:
         write_json_atomic(path, config.to_dict())
 
 
-def _train_config(config: QuickstartConfig, root: Path, run_dir: Path, iters: int, manifest: str | None = None,
+def _train_config(config: QuickstartConfig, root: Path, run_dir: Path, iters: int, samples: str | None = None,
                   init: str | None = None) -> TrainConfig:
-    student = manifest is not None
+    student = samples is not None
     return TrainConfig(root=str(root), run_dir=str(run_dir), preset=config.preset, iters=iters,
                        batch_size=config.batch_size, crop=config.crop, jitter=config.jitter,
-                       lr=config.student_lr if student else config.lr, manifest=manifest, init=init,
+                       lr=config.student_lr if student else config.lr, samples=samples, init=init,
                        checkpoint_every=max(50, iters // 5), eval_every=max(1, iters // config.curve_points),
                        seed=config.seed)
 
@@ -112,9 +112,9 @@ def quickstart(workdir: Path, config: QuickstartConfig = QuickstartConfig(), rep
         generate(root, truth, synth_config, progress=reporter.progress, overwrite=True)
         return {"root": str(root), "truth": str(truth), **dataclasses.asdict(synth_config)}
 
-    def _train(run: str, iters: int, manifest: str | None = None, init: str | None = None) -> Callable[[], dict]:
+    def _train(run: str, iters: int, samples: str | None = None, init: str | None = None) -> Callable[[], dict]:
         def run_training() -> dict:
-            cfg = _train_config(config, root, workdir / run, iters, manifest, init)
+            cfg = _train_config(config, root, workdir / run, iters, samples, init)
             model = train(cfg, reporter=lambda step: reporter.progress(step.iteration, step.total))
             return {"checkpoint": str(model), "learning_curve": learning_curve(workdir / run)}
         return run_training
@@ -141,7 +141,7 @@ def quickstart(workdir: Path, config: QuickstartConfig = QuickstartConfig(), rep
 
     def _fuse() -> dict:
         summary = fuse(root, fused, labels=store_url, progress=reporter.progress)
-        return {"manifest": str(fused), "rows": summary.rows, "failed_auto": summary.failed_auto}
+        return {"samples": str(fused), "rows": summary.rows, "failed_auto": summary.failed_auto}
 
     stages.run("synth", _synth, outputs=[root, truth], params=dataclasses.asdict(synth_config))
     teacher = stages.run("train_teacher", _train("teacher", config.teacher_iters), after=["synth"],

@@ -71,12 +71,12 @@ class TrainConfig:
     device: str = "cpu"
     split: str = "train"
     source: str = "gtFine"
-    manifest: str | None = None
+    samples: str | None = None
     class_uniform: float = 0.5
     fine_fraction: float | None = None
-    """With a manifest: share of each epoch's samples from fine labels (None = natural proportions)."""
+    """With --samples: share of each epoch's samples from fine labels (None = natural proportions)."""
     coarse_rare_only: bool = False
-    """With a manifest: centre coarse-label crops on rare classes only (the reference's coarse boost)."""
+    """With --samples: centre coarse-label crops on rare classes only (the reference's coarse boost)."""
     loader_workers: int = 0
     """DataLoader processes; 0 loads in the training process (best on small CPU machines)."""
     threads: int | None = None
@@ -208,8 +208,8 @@ CENTROID_CACHE = "label_centroids.parquet"
 
 def build_dataset(config: TrainConfig) -> SegmentationDataset:
     augment = AugmentConfig(crop=config.crop, scale=config.scale, flip=config.flip, jitter=config.jitter)
-    if config.manifest:
-        return fused_dataset(config.manifest, augment, class_uniform=config.class_uniform,
+    if config.samples:
+        return fused_dataset(config.samples, augment, class_uniform=config.class_uniform,
                              fine_fraction=config.fine_fraction, coarse_rare_only=config.coarse_rare_only,
                              seed=config.seed)
     return cityscapes_dataset(
@@ -384,10 +384,10 @@ def _ray_worker_loop(config_dict: dict) -> None:
 
 def _absolute_paths(config: TrainConfig) -> TrainConfig:
     """The config with its local paths made absolute: Ray workers run in directories of their own."""
-    manifest = str(Path(config.manifest).resolve()) if config.manifest else None
+    samples = str(Path(config.samples).resolve()) if config.samples else None
     init = str(Path(config.init).resolve()) if config.init else None
     return dataclasses.replace(config, root=str(Path(config.root).resolve()),
-                               run_dir=str(Path(config.run_dir).resolve()), manifest=manifest, init=init)
+                               run_dir=str(Path(config.run_dir).resolve()), samples=samples, init=init)
 
 
 def _iteration_of(checkpoint: Path | None) -> int:

@@ -1,4 +1,4 @@
-"""The fused manifest and the student's dataset over it: rows per source, what is left out, mixing and sampling."""
+"""The fused sample table and the student's dataset over it: rows per source, what is left out, mixing and sampling."""
 
 import os
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from autolabel.fused import FINE, LabelLoader, fused_dataset, rare_classes, read_manifest
+from autolabel.fused import FINE, LabelLoader, fused_dataset, rare_classes, read_samples
 from autolabel.images import read_label
 from autolabel.labels import to_train_ids
 from autolabel.layout import list_samples
@@ -35,8 +35,8 @@ def store(root, tmp_path, monkeypatch) -> LabelStore:
     return store
 
 
-def sources(manifest: Path) -> list[str]:
-    return read_manifest(manifest).column("source").to_pylist()
+def sources(samples: Path) -> list[str]:
+    return read_samples(samples).column("source").to_pylist()
 
 
 def test_rows_per_source_are_fine_auto_and_hand_made_coarse(root, store, tmp_path):
@@ -49,7 +49,7 @@ def test_failed_auto_labels_are_left_out_and_listed(root, store, tmp_path):
     summary = fuse(root, tmp_path / "f.parquet", labels=store.url)
     failed = list_samples(root, "train_extra")[0].stem
     assert summary.failed_auto == [failed]
-    assert failed not in read_manifest(tmp_path / "f.parquet").column("label_key").to_pylist()
+    assert failed not in read_samples(tmp_path / "f.parquet").column("label_key").to_pylist()
 
 
 def test_images_of_the_coarse_split_missing_from_the_store_are_listed(root, store, tmp_path):
@@ -66,7 +66,7 @@ def test_images_of_the_coarse_split_missing_from_the_store_are_listed(root, stor
 def test_auto_rows_carry_the_class_counts_and_centroids_recorded_with_each_image(root, store, tmp_path, monkeypatch):
     monkeypatch.setattr(LabelStore, "read", lambda *a: pytest.fail("fuse read a label map"))
     fuse(root, tmp_path / "f.parquet", labels=store.url)
-    rows = [r for r in read_manifest(tmp_path / "f.parquet").to_pylist() if r["source"] == "auto_coarse"]
+    rows = [r for r in read_samples(tmp_path / "f.parquet").to_pylist() if r["source"] == "auto_coarse"]
     for row in rows:
         record = store.record(row["label_key"])
         assert row["class_pixels"] == list(record.class_pixels)
@@ -76,7 +76,7 @@ def test_auto_rows_carry_the_class_counts_and_centroids_recorded_with_each_image
 def test_paths_are_absolute_when_given_relative(root, store, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     fuse(Path(os.path.relpath(root)), Path("f.parquet"), labels="auto.zarr")
-    table = read_manifest(tmp_path / "f.parquet").to_pylist()
+    table = read_samples(tmp_path / "f.parquet").to_pylist()
     for row in table:
         assert Path(row["image"]).is_absolute() and Path(row["image"]).is_file()
         assert Path(row["label_png"] or row["label_store"]).is_absolute()

@@ -3,6 +3,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autolabel.errors import ConfigError
 from models.predict import FEATURE_STRIDE, PredictOptions, predict, run_windows, window_size, window_starts
 from models.teacher import ScaleOutput, Teacher, TeacherConfig, build_model
 
@@ -170,9 +171,9 @@ def test_prediction_switches_a_training_model_to_eval_mode():
     assert torch.equal(predict(model, images), first)
 
 
-@pytest.mark.parametrize("scales", [(), (0.0,), (1.0, -0.5)])
+@pytest.mark.parametrize("scales", [(), (0.0,), (1.0, -0.5), (float("nan"),), (1.0, float("inf"))])
 def test_invalid_scales_are_refused(scales):
-    with pytest.raises(ValueError, match="scales"):
+    with pytest.raises(ConfigError, match="scales"):
         PredictOptions(scales=scales)
 
 

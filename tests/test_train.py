@@ -1,4 +1,4 @@
-"""Training runs: learning, the run directory, resuming, config checks, fused manifests, Ray Train workers."""
+"""Training runs: learning, the run directory, resuming, config checks, fused sample tables, Ray Train workers."""
 
 from __future__ import annotations
 
@@ -138,12 +138,12 @@ def test_cuda_device_without_cuda_is_rejected(root, tmp_path, monkeypatch):
 
 def test_training_on_a_fused_manifest(root, tmp_path, monkeypatch):
     store = import_labels(root, "train_extra", "gtCoarse", str(tmp_path / "auto.zarr")).store
-    manifest = tmp_path / "fused.parquet"
-    fuse(root, manifest, labels=store, coarse_gt=True)
-    config = quick_config(root, tmp_path / "run", iters=3, manifest=str(manifest), class_uniform=0.5,
+    samples = tmp_path / "fused.parquet"
+    fuse(root, samples, labels=store, coarse_gt=True)
+    config = quick_config(root, tmp_path / "run", iters=3, samples=str(samples), class_uniform=0.5,
                           fine_fraction=0.5, coarse_rare_only=True)
     ckpt = load_checkpoint(train(config))
-    assert ckpt.metadata["training"]["manifest"] == str(manifest)
+    assert ckpt.metadata["training"]["samples"] == str(samples)
     assert logged_iterations(tmp_path / "run") == [1, 2, 3]
 
 
