@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -27,11 +27,7 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 console = Console(stderr=True)
-out = Console()
-
-
-class Failure(AutolabelError):
-    """A failure found by the CLI itself: printed as one line, exit code 1."""
+stdout = Console()
 
 
 def command(fn=None, *, name: str | None = None):
@@ -64,7 +60,7 @@ def progress_bar() -> Progress:
 
 
 def print_json(data: dict) -> None:
-    out.print_json(json.dumps(data), highlight=False)
+    stdout.print_json(json.dumps(data), highlight=False)
 
 
 # --------------------------------------------------------------------------- choices
@@ -199,7 +195,7 @@ def describe(
         kinds = ", ".join(f"{k} ({v['labelled_fraction']:.0%})" for k, v in split["label_kinds"].items()) or "-"
         sizes = ", ".join(f"{k} ({v})" for k, v in split["image_sizes"].items())
         splits.add_row(name, str(split["images"]), str(split["cities"]), sizes, kinds)
-    out.print(splits)
+    stdout.print(splits)
     hist = Table(title="class pixels")
     hist.add_column("class")
     columns = [(s, k) for s, split in report["splits"].items() for k in split["label_kinds"]]
@@ -207,7 +203,7 @@ def describe(
         hist.add_column(f"{split_name}/{kind}", justify="right")
     for name in CLASS_NAMES:
         hist.add_row(name, *(f"{report['splits'][s]['label_kinds'][k]['class_pixels'][name]:,}" for s, k in columns))
-    out.print(hist)
+    stdout.print(hist)
 
 
 # --------------------------------------------------------------------------- import
@@ -250,6 +246,55 @@ def _import(root: Path, out: str, split: str, source: str, overwrite: bool, code
 
 
 # --------------------------------------------------------------------------- inspect
+def human_bytes(n: float) -> str:
+    """Decimal units: 950 B, 1.5 kB, 600.0 MB, 2.1 TB."""
+    units = ("B", "kB", "MB", "GB", "TB", "PB")
+    step = 0
+    while abs(n) >= 1000 and step < len(units) - 1:
+        n /= 1000
+        step += 1
+    return f"{n:.0f} B" if step == 0 else f"{n:.1f} {units[step]}"
+
+
+def _smaller(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:,.1f}x smaller"
+
+
+def storage_table(report: dict[str, Any]) -> Table:
+    """The report as a rich Table: sizes, savings, extrapolation, class shares."""
+    table = Table(title=f"Label store {report['store']}", show_header=True)
+    table.add_column("", style="bold")
+    table.add_column("value", justify="right")
+    table.add_row("codec", f"{report['codec']} (level {report['codec_level']})")
+    table.add_row("readable by", report["reader"])
+    table.add_row("images (failed)", f"{report['images']:,} ({report['failed']:,})")
+    table.add_row("on disk, per image", human_bytes(report["bytes_per_image"]))
+    table.add_row("on disk, all", human_bytes(report["bytes_on_disk"]))
+    table.add_row("  label maps", human_bytes(report["label_bytes"]))
+    if report["confidence_bytes"]:
+        table.add_row("  confidence maps", human_bytes(report["confidence_bytes"]))
+    table.add_row("  metadata and manifest", human_bytes(report["metadata_bytes"]))
+    table.add_row("bits per pixel", f"{report['bits_per_pixel']:.4f}")
+    table.add_row("labelled pixels", f"{report['labelled_fraction']:.1%}")
+    table.add_section()
+    table.add_row("vs raw uint8", _smaller(report["vs_uint8"]))
+    table.add_row(f"vs PNG ({report['png_sample_images']} measured)", _smaller(report["vs_png"]))
+    table.add_row("vs soft fp16", _smaller(report["vs_soft_fp16"]))
+    table.add_row("vs soft fp32", _smaller(report["vs_soft_fp32"]))
+    table.add_section()
+    big = report["extrapolation"]
+    scope = f"{big['images']:,} x {big['width']}x{big['height']}"
+    table.add_row(f"{scope}: this store", human_bytes(big["store_bytes"]))
+    table.add_row(f"{scope}: raw uint8", human_bytes(big["uint8_bytes"]))
+    table.add_row(f"{scope}: soft fp16", human_bytes(big["soft_fp16_bytes"]))
+    table.add_row(f"{scope}: soft fp32", human_bytes(big["soft_fp32_bytes"]))
+    table.add_section()
+    pixels = report["pixels"]
+    for name, count in report["class_pixels"].items():
+        table.add_row(f"class {name}", f"{count / pixels:.2%}")
+    return table
+
+
 @command
 def inspect(
     store: Annotated[str, typer.Argument(help="Label store (path or fsspec URL).")],
@@ -265,7 +310,7 @@ def inspect(
 
 
 def _inspect(store_url: str, json_: bool, overlay: str | None, png: Path | None) -> None:
-    from autolabel.storage_report import storage_report, storage_table
+    from autolabel.storage_report import storage_report
     from autolabel.store import LabelStore
 
     if (overlay is None) != (png is None):
@@ -283,7 +328,7 @@ def _inspect(store_url: str, json_: bool, overlay: str | None, png: Path | None)
     if json_:
         print_json(report)
     else:
-        out.print(storage_table(report))
+        stdout.print(storage_table(report))
 
 
 # --------------------------------------------------------------------------- train
@@ -444,8 +489,8 @@ def evaluate(
         biou = result.boundary_iou_per_class.get(name)
         table.add_row(name, f"{iou:.1%}", "-" if biou is None else f"{biou:.1%}")
     table.add_row("[bold]mean[/bold]", f"[bold]{result.miou:.1%}[/bold]", f"[bold]{result.boundary_iou:.1%}[/bold]")
-    out.print(table)
-    out.print(f"pixel accuracy {result.pixel_accuracy:.1%} over {result.images} images")
+    stdout.print(table)
+    stdout.print(f"pixel accuracy {result.pixel_accuracy:.1%} over {result.images} images")
 
 
 # --------------------------------------------------------------------------- calibrate
@@ -494,13 +539,13 @@ def calibrate(
         table.add_column(col, justify="right")
     for point in result.points:
         table.add_row(f"{point.threshold:.2f}", f"{point.coverage:.1%}", f"{point.accuracy:.1%}")
-    out.print(table)
+    stdout.print(table)
     best = result.recommended
     if best is None:
-        out.print(f"no threshold up to 0.99 reaches {result.target_accuracy:.1%} accuracy; train the teacher "
+        stdout.print(f"no threshold up to 0.99 reaches {result.target_accuracy:.1%} accuracy; train the teacher "
                   "longer or lower --target-accuracy")
     else:
-        out.print(f"recommended: --threshold {best.threshold:.2f} keeps {best.coverage:.1%} of the labelled pixels "
+        stdout.print(f"recommended: --threshold {best.threshold:.2f} keeps {best.coverage:.1%} of the labelled pixels "
                   f"at {best.accuracy:.1%} accuracy (target {result.target_accuracy:.1%})")
 
 
@@ -736,7 +781,7 @@ def quickstart(
     if json_:
         print_json(results)
         return
-    out.print(_results_table(results, workdir))
+    stdout.print(_results_table(results, workdir))
 
 
 def _results_table(results: dict, workdir: Path) -> Table:

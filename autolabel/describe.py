@@ -12,7 +12,7 @@ from autolabel.images import image_shape, read_label
 from autolabel.labels import CLASS_NAMES, IGNORE, NUM_CLASSES, to_train_ids
 from autolabel.layout import label_sources, list_samples, list_splits
 
-Progress = Callable[[str, int, int], None]
+SplitProgress = Callable[[str, int, int], None]
 
 
 def class_histogram(label_paths: list[Path]) -> np.ndarray:
@@ -26,7 +26,7 @@ def class_histogram(label_paths: list[Path]) -> np.ndarray:
     return counts
 
 
-def describe_split(root: Path, split: str, progress: Progress | None = None) -> dict:
+def describe_split(root: Path, split: str, progress: SplitProgress | None = None) -> dict:
     samples = list_samples(root, split)
     shapes = Counter(image_shape(s.image) for s in samples)
     sizes = {f"{w}x{h}": n for (h, w), n in shapes.items()}
@@ -53,7 +53,7 @@ def describe_split(root: Path, split: str, progress: Progress | None = None) -> 
     return result
 
 
-def describe(root: Path, progress: Progress | None = None) -> dict:
+def describe(root: Path, progress: SplitProgress | None = None) -> dict:
     """Everything `autolabel describe` reports, as a JSON-ready dict."""
     root = Path(root)
     return {

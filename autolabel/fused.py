@@ -1,6 +1,6 @@
 """The fused training set: fine PNG labels, auto-labels in a zarr store, optional hand-made coarse labels.
 
-One Parquet row per sample (see DESIGN.md): image path, where its labels live (a label-id PNG or an
+One Parquet row per sample: image path, where its labels live (a label-id PNG or an
 array of a label store), source (`fine` / `auto_coarse` / `gt_coarse`), size, per-class pixel
 counts and class centroids for class-uniform sampling. Training reads auto labels straight from
 the store, with no conversion step.

@@ -52,12 +52,22 @@ def stem_of(image_path: Path) -> str:
     return validate_stem(name[: -len(IMAGE_SUFFIX)])
 
 
+def stem_parts(stem: str) -> tuple[str, int, int]:
+    """(city, sequence, frame) of a Cityscapes stem {city}_{seq:06d}_{frame:06d}; a city may hold underscores."""
+    city, seq, frame = validate_stem(stem).rsplit("_", 2)
+    return city, int(seq), int(frame)
+
+
+def city_of(stem: str) -> str:
+    """The city of a Cityscapes stem."""
+    return stem_parts(stem)[0]
+
+
 def label_path(root: Path, split: str, stem: str, source: LabelSource, kind: str = "labelIds") -> Path:
     """Where the `source` label file of an image lives (it may not exist)."""
     if source not in LABEL_SOURCES:
         raise DatasetError(f"unknown label source {source!r}; expected one of {LABEL_SOURCES}")
-    city = stem.split("_")[0]
-    return Path(root) / source / split / city / f"{stem}_{source}_{kind}.png"
+    return Path(root) / source / split / city_of(stem) / f"{stem}_{source}_{kind}.png"
 
 
 def check_root(root: Path) -> Path:

@@ -12,12 +12,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
-from rich.table import Table
 
+from autolabel.errors import StoreError
 from autolabel.images import encode_png
 from autolabel.labels import CLASS_NAMES, NUM_CLASSES
-from autolabel.errors import StoreError
-from autolabel.store import CONFIDENCE, LABELS, LabelStore
+from autolabel.store import CONFIDENCE, LABELS, LabelStore, Status
 
 EXTRAPOLATION_IMAGES = 19_998
 """Cityscapes train_extra: the coarse images the teacher labels."""
@@ -41,7 +40,7 @@ def _evenly_spaced(items: list[str], count: int) -> list[str]:
 def storage_report(store: LabelStore, png_sample: int = DEFAULT_PNG_SAMPLE) -> dict[str, Any]:
     """Measured sizes and savings of `store`; PNG is measured on up to `png_sample` of its images."""
     index = store.index()
-    done = index.filter(pc.equal(index["status"], "done"))
+    done = index.filter(pc.equal(index["status"], Status.DONE.value))
     images = done.num_rows
     if not images:
         raise StoreError(f"{store.url}: no complete images to report on ({index.num_rows} failed; their errors are "
@@ -88,52 +87,3 @@ def storage_report(store: LabelStore, png_sample: int = DEFAULT_PNG_SAMPLE) -> d
             "soft_fp32_bytes": big_pixels * NUM_CLASSES * SOFT_BYTES_PER_VALUE["fp32"],
         },
     }
-
-
-def human_bytes(n: float) -> str:
-    """Decimal units: 950 B, 1.5 kB, 600.0 MB, 2.1 TB."""
-    units = ("B", "kB", "MB", "GB", "TB", "PB")
-    step = 0
-    while abs(n) >= 1000 and step < len(units) - 1:
-        n /= 1000
-        step += 1
-    return f"{n:.0f} B" if step == 0 else f"{n:.1f} {units[step]}"
-
-
-def _times(ratio: float | None) -> str:
-    return "n/a" if ratio is None else f"{ratio:,.1f}x smaller"
-
-
-def storage_table(report: dict[str, Any]) -> Table:
-    """The report as a rich Table: sizes, savings, extrapolation, class shares."""
-    table = Table(title=f"Label store {report['store']}", show_header=True)
-    table.add_column("", style="bold")
-    table.add_column("value", justify="right")
-    table.add_row("codec", f"{report['codec']} (level {report['codec_level']})")
-    table.add_row("readable by", report["reader"])
-    table.add_row("images (failed)", f"{report['images']:,} ({report['failed']:,})")
-    table.add_row("on disk, per image", human_bytes(report["bytes_per_image"]))
-    table.add_row("on disk, all", human_bytes(report["bytes_on_disk"]))
-    table.add_row("  label maps", human_bytes(report["label_bytes"]))
-    if report["confidence_bytes"]:
-        table.add_row("  confidence maps", human_bytes(report["confidence_bytes"]))
-    table.add_row("  metadata and manifest", human_bytes(report["metadata_bytes"]))
-    table.add_row("bits per pixel", f"{report['bits_per_pixel']:.4f}")
-    table.add_row("labelled pixels", f"{report['labelled_fraction']:.1%}")
-    table.add_section()
-    table.add_row("vs raw uint8", _times(report["vs_uint8"]))
-    table.add_row(f"vs PNG ({report['png_sample_images']} measured)", _times(report["vs_png"]))
-    table.add_row("vs soft fp16", _times(report["vs_soft_fp16"]))
-    table.add_row("vs soft fp32", _times(report["vs_soft_fp32"]))
-    table.add_section()
-    big = report["extrapolation"]
-    scope = f"{big['images']:,} x {big['width']}x{big['height']}"
-    table.add_row(f"{scope}: this store", human_bytes(big["store_bytes"]))
-    table.add_row(f"{scope}: raw uint8", human_bytes(big["uint8_bytes"]))
-    table.add_row(f"{scope}: soft fp16", human_bytes(big["soft_fp16_bytes"]))
-    table.add_row(f"{scope}: soft fp32", human_bytes(big["soft_fp32_bytes"]))
-    table.add_section()
-    pixels = report["pixels"]
-    for name, count in report["class_pixels"].items():
-        table.add_row(f"class {name}", f"{count / pixels:.2%}")
-    return table

@@ -33,6 +33,7 @@ Local paths and `file://` URLs use zarr's LocalStore (atomic writes); any other 
 from __future__ import annotations
 
 import asyncio
+import enum
 import io
 import json
 import logging
@@ -59,7 +60,7 @@ from autolabel.codecs import DEFAULT_CODEC, CodecChoice, codec_choice
 from autolabel.dataset import class_centroids
 from autolabel.errors import StoreError
 from autolabel.labels import IGNORE, NUM_CLASSES
-from autolabel.layout import validate_stem
+from autolabel.layout import stem_parts, validate_stem
 from autolabel.threshold import CONFIDENCE_LEVELS
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,13 @@ class ImageNotStoredError(StoreError, LookupError):
 
 class ProvenanceMismatchError(StoreError):
     """The store was made with another teacher checkpoint, labelling settings or codec."""
+
+
+class Status(str, enum.Enum):
+    """What became of an image: its labels are stored whole, or labelling it failed (the record says why)."""
+
+    DONE = "done"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -135,7 +143,7 @@ class ImageRecord:
 
     image_id: str
     source: str
-    status: Literal["done", "failed"]
+    status: Status
     checkpoint_sha256: str
     scales: tuple[float, ...]
     threshold: float
@@ -250,12 +258,6 @@ def normalize_url(url: str | Path) -> str:
     return url if "://" in url else str(Path(url).resolve())
 
 
-def image_position(image_id: str) -> tuple[str, int, int]:
-    """(city, sequence, frame) of a Cityscapes stem: the array group and chunk of its map."""
-    city, seq, frame = validate_stem(image_id).rsplit("_", 2)
-    return city, int(seq), int(frame)
-
-
 def array_path(group: str, city: str, height: int, width: int) -> str:
     """The array of `group` (labels / confidence) holding the maps of `city` of one size."""
     return f"{group}/{city}/{height}x{width}"
@@ -310,8 +312,8 @@ class _Index:
     def put(self, record: ImageRecord) -> None:
         self._records[record.image_id] = record
 
-    def ids(self, status: str) -> set[str]:
-        return set(self.table.filter(pc.equal(self.table["status"], status))["image_id"].to_pylist())
+    def ids(self, status: Status) -> set[str]:
+        return set(self.table.filter(pc.equal(self.table["status"], status.value))["image_id"].to_pylist())
 
     def records(self) -> list[ImageRecord]:
         return [ImageRecord.from_dict(row) for row in self.table.to_pylist()]
@@ -428,7 +430,7 @@ class LabelStore:
         and class centroids, so readers of the index need not read the map.
         """
         self._check_writable()
-        city, seq, frame = image_position(image_id)
+        city, seq, frame = stem_parts(image_id)
         started = _timestamp(started_at)
         counts = class_pixels(labels, f"labels of {image_id}")
         self._check_confidence(image_id, labels.shape, confidence)
@@ -438,7 +440,7 @@ class LabelStore:
             kept = kept_confidence(labels, confidence, self.provenance.threshold)
             self._array(CONFIDENCE, city, height, width, create=True)[seq, frame] = kept
         record = ImageRecord(
-            **self._provenance_fields(image_id, source, "done", started),
+            **self._provenance_fields(image_id, source, Status.DONE, started),
             height=height,
             width=width,
             labelled_fraction=sum(counts) / (height * width),
@@ -454,9 +456,9 @@ class LabelStore:
     ) -> ImageRecord:
         """Record that an image could not be labelled; any labels it had are removed."""
         self._check_writable()
-        image_position(image_id)
+        stem_parts(image_id)
         record = ImageRecord(
-            **self._provenance_fields(image_id, source, "failed", _timestamp(started_at)), error=error
+            **self._provenance_fields(image_id, source, Status.FAILED, _timestamp(started_at)), error=error
         )
         self._write_record(record)
         sync(self._delete_chunks(image_id))
@@ -488,7 +490,7 @@ class LabelStore:
         if not (0 <= y0 < y1 <= record.height and 0 <= x0 < x1 <= record.width):
             raise StoreError(f"{self.url}: window y[{y0}:{y1}] x[{x0}:{x1}] is outside {image_id} "
                              f"({record.height}x{record.width})")
-        _, seq, frame = image_position(image_id)
+        _, seq, frame = stem_parts(image_id)
         array = self._array(LABELS, *self._location(record))
         return array[seq, frame, y0:y1, x0:x1]
 
@@ -504,21 +506,21 @@ class LabelStore:
         """The record of a complete image."""
         validate_stem(image_id)
         record = self._lookup(refresh=False).get(image_id)
-        if record is None or record.status != "done":
+        if record is None or record.status != Status.DONE:
             record = self._lookup(refresh=True).get(image_id)
         if record is None:
             raise ImageNotStoredError(f"{self.url}: image {image_id!r} is not stored")
-        if record.status != "done":
+        if record.status != Status.DONE:
             raise ImageNotStoredError(f"{self.url}: image {image_id!r} failed: {record.error}")
         return record
 
     def completed_ids(self) -> set[str]:
         """Ids of images whose labels are completely written."""
-        return self._lookup(refresh=True).ids("done")
+        return self._lookup(refresh=True).ids(Status.DONE)
 
     def failed_ids(self) -> set[str]:
         """Ids of images recorded as failed (and not completed since)."""
-        return self._lookup(refresh=True).ids("failed")
+        return self._lookup(refresh=True).ids(Status.FAILED)
 
     def records(self) -> list[ImageRecord]:
         """One record per image, done or failed, sorted by image id."""
@@ -573,10 +575,10 @@ class LabelStore:
                 f"confidence of {image_id} must be uint8 {shape}, got {confidence.dtype} {confidence.shape}"
             )
 
-    def _provenance_fields(self, image_id: str, source: str, status: str, started: str) -> dict[str, Any]:
+    def _provenance_fields(self, image_id: str, source: str, status: Status, started: str) -> dict[str, Any]:
         p = self.provenance
         return dict(
-            image_id=image_id, source=str(source), status=status,
+            image_id=image_id, source=str(source), status=status.value,
             checkpoint_sha256=p.checkpoint_sha256, scales=p.scales, threshold=p.threshold,
             pointrend=p.pointrend, started_at=started, finished_at=_now(),
         )
@@ -608,11 +610,11 @@ class LabelStore:
         return array
 
     def _location(self, record: ImageRecord) -> tuple[str, int, int]:
-        return image_position(record.image_id)[0], record.height, record.width
+        return stem_parts(record.image_id)[0], record.height, record.width
 
     def _image_array(self, group: str, image_id: str) -> tuple[ImageRecord, np.ndarray]:
         record = self.record(image_id)
-        _, seq, frame = image_position(image_id)
+        _, seq, frame = stem_parts(image_id)
         try:
             array = self._array(group, *self._location(record))
         except (NodeNotFoundError, FileNotFoundError) as exc:
@@ -653,7 +655,7 @@ class LabelStore:
 
     async def _delete_chunks(self, image_id: str) -> None:
         """Delete the chunks of `image_id` in the arrays of every size of its city."""
-        city, seq, frame = image_position(image_id)
+        city, seq, frame = stem_parts(image_id)
         for group in (LABELS, CONFIDENCE):
             names = [name async for name in self._zstore.list_dir(f"{group}/{city}")]
             for size in (n for n in names if n != METADATA_KEY):

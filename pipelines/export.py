@@ -16,18 +16,13 @@ import numpy as np
 from autolabel.errors import ConfigError
 from autolabel.images import write_png
 from autolabel.labels import to_label_ids
-from autolabel.layout import validate_stem
+from autolabel.layout import city_of
 from autolabel.store import LabelStore
 
 log = logging.getLogger(__name__)
 
 ExportFormat = Literal["trainIds", "labelIds"]
 FORMATS: tuple[str, ...] = ("trainIds", "labelIds")
-
-
-def city_of(stem: str) -> str:
-    """The city of a Cityscapes stem {city}_{seq:06d}_{frame:06d}."""
-    return validate_stem(stem).rsplit("_", 2)[0]
 
 
 def export_path(out_dir: Path, stem: str, format: ExportFormat) -> Path:

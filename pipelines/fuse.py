@@ -16,7 +16,7 @@ from autolabel.fused import write_samples
 from autolabel.images import read_label
 from autolabel.labels import to_train_ids
 from autolabel.layout import list_samples
-from autolabel.store import LabelStore, class_pixels
+from autolabel.store import LabelStore, Status, class_pixels
 
 
 @dataclass(frozen=True)
@@ -52,13 +52,13 @@ def _store_rows(store: LabelStore) -> tuple[list[dict], list[str]]:
     """Rows of the store's stored images, from its index alone (class counts and centroids are recorded when
     an image is written), and the ids of its failed images."""
     index = store.index()
-    done = index.filter(pc.equal(index["status"], "done"))
+    done = index.filter(pc.equal(index["status"], Status.DONE.value))
     rows = [{
         "image": row["source"], "source": "auto_coarse", "label_png": None, "label_store": store.url,
         "label_key": row["image_id"], "height": row["height"], "width": row["width"],
         "class_pixels": row["class_pixels"], "centroids": {c["cls"]: (c["y"], c["x"]) for c in row["centroids"]},
     } for row in done.select(["image_id", "source", "height", "width", "class_pixels", "centroids"]).to_pylist()]
-    failed = index.filter(pc.not_equal(index["status"], "done"))["image_id"].to_pylist()
+    failed = index.filter(pc.not_equal(index["status"], Status.DONE.value))["image_id"].to_pylist()
     return rows, failed
 
 

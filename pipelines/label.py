@@ -30,7 +30,7 @@ from autolabel.codecs import DEFAULT_CODEC, codec_choice
 from autolabel.errors import ConfigError, DatasetError
 from autolabel.images import decode_image
 from autolabel.layout import Sample, list_samples
-from autolabel.store import LabelStore, Provenance, ProvenanceMismatchError
+from autolabel.store import LabelStore, Provenance, ProvenanceMismatchError, Status
 from autolabel.threshold import check_threshold, threshold_probs
 from autolabel.transforms import normalize_batch
 from models.checkpoint import load_checkpoint
@@ -41,10 +41,9 @@ from pipelines.ray_session import ray_session
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int, int], None]
+LabelProgress = Callable[[int, int, int], None]
 """progress(done, failed, total) over the images a run labels."""
 
-DONE, FAILED = "done", "failed"
 NO_IMAGE = np.zeros((0, 0, 3), dtype=np.uint8)
 """The image of a row whose file could not be decoded."""
 
@@ -161,7 +160,7 @@ class Labeler:
     """Ray Data callable class: loads the teacher once, then labels batches and stores each image.
 
     Takes batches with columns image_id, source, image (H, W, 3) uint8, error; returns image_id,
-    source, status ("done"/"failed"), error, labelled_fraction and seconds per image.
+    source, status (Status values), error, labelled_fraction and seconds per image.
     """
 
     def __init__(self, checkpoint: str, store: LabelStore, settings: InferenceSettings) -> None:
@@ -193,7 +192,7 @@ class Labeler:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ids, sources = list(batch["image_id"]), list(batch["source"])
-        status, errors = [FAILED] * len(ids), [str(e) for e in batch["error"]]
+        status, errors = [Status.FAILED.value] * len(ids), [str(e) for e in batch["error"]]
         fractions, seconds = np.full(len(ids), np.nan), np.zeros(len(ids))
         for indices in group_by_shape(batch["image"], errors).values():
             started, tic = _utc_now(), time.perf_counter()
@@ -214,7 +213,7 @@ class Labeler:
                     log.exception("storing %s failed", ids[i])
                     errors[i] = f"storing failed: {_describe(exc)}"
                     continue
-                status[i], seconds[i] = DONE, share + time.perf_counter() - tic
+                status[i], seconds[i] = Status.DONE.value, share + time.perf_counter() - tic
         return {
             "image_id": np.array(ids, dtype=object),
             "source": np.array(sources, dtype=object),
@@ -235,7 +234,7 @@ def run_labeling(
     settings: InferenceSettings,
     workers: int = 1,
     gpus_per_worker: float = 0,
-    progress: Progress | None = None,
+    progress: LabelProgress | None = None,
     labeler: type[Labeler] = Labeler,
 ) -> dict[str, str]:
     """Label `samples` into `store` on the running Ray with `workers` actors of `labeler`.
@@ -262,7 +261,7 @@ def run_labeling(
         num_gpus=gpus_per_worker,
     )  # Ray Data replaces a dead actor and retries its block on the replacement
     for row in ds.iter_rows():
-        if row["status"] == DONE:
+        if row["status"] == Status.DONE:
             done += 1
         else:
             failed[row["image_id"]] = row["error"]
@@ -289,7 +288,7 @@ def summarize(store: LabelStore, total: int, done: int, skipped: int, failed: di
     """Write the manifest (one writer: the driver) and summarise the run and the store."""
     manifest = store.write_manifest()
     fractions = [f for f, s in zip(manifest["labelled_fraction"].to_pylist(), manifest["status"].to_pylist())
-                 if s == DONE]
+                 if s == Status.DONE]
     stored = len(fractions)
     return LabelSummary(
         store=store.url, total=total, done=done, skipped=skipped, failed=dict(sorted(failed.items())),
@@ -299,7 +298,7 @@ def summarize(store: LabelStore, total: int, done: int, skipped: int, failed: di
     )
 
 
-def label(config: LabelConfig, *, progress: Progress | None = None, labeler: type[Labeler] = Labeler) -> LabelSummary:
+def label(config: LabelConfig, *, progress: LabelProgress | None = None, labeler: type[Labeler] = Labeler) -> LabelSummary:
     """Label every image of `config.split` with the teacher into the label store `config.out`.
 
     Resumes a store made with the same checkpoint and settings (only incomplete or failed images are labelled

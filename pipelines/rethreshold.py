@@ -13,10 +13,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from autolabel.errors import StoreError
-from autolabel.store import ImageNotStoredError, LabelStore
+from autolabel.store import ImageNotStoredError, LabelStore, Status
 from autolabel.threshold import check_threshold
 from autolabel.threshold import rethreshold as rethreshold_labels
-from pipelines.label import DONE, LabelSummary, Progress, open_store, summarize
+from pipelines.label import LabelProgress, LabelSummary, open_store, summarize
 
 
 class RethresholdError(StoreError):
@@ -24,7 +24,7 @@ class RethresholdError(StoreError):
 
 
 def rethreshold(store_url: str | Path, out: str | Path, *, threshold: float, overwrite: bool = False,
-                codec: str | None = None, progress: Progress | None = None) -> LabelSummary:
+                codec: str | None = None, progress: LabelProgress | None = None) -> LabelSummary:
     """A new store at `out` from a keep-confidence store, thresholded again at a higher `threshold`.
 
     No teacher runs: a pixel stays labelled only where its stored confidence exceeds `threshold` (exact at
@@ -47,7 +47,7 @@ def rethreshold(store_url: str | Path, out: str | Path, *, threshold: float, ove
     todo = [r for r in records if r.image_id not in stored]
     tic, done, failed = time.perf_counter(), 0, {}
     for record in todo:
-        if record.status == DONE:
+        if record.status == Status.DONE:
             try:
                 labels, confidence = rethreshold_labels(
                     source.read(record.image_id), source.read_confidence(record.image_id), threshold)

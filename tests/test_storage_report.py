@@ -7,8 +7,9 @@ from rich.console import Console
 from autolabel.errors import StoreError
 from autolabel.images import encode_png
 from autolabel.labels import IGNORE, NUM_CLASSES
-from autolabel.storage_report import human_bytes, storage_report, storage_table
+from autolabel.storage_report import storage_report
 from autolabel.store import LabelStore, Provenance
+from cli import human_bytes, storage_table
 
 PROVENANCE = Provenance(checkpoint_sha256="ab" * 32, scales=(1.0,), threshold=0.5, pointrend=False)
 H, W = 64, 128

@@ -20,12 +20,12 @@ any resolution, so they fade when the image is halved. Colours and light change 
     writer.py    the files on disk (generate)
 """
 
-from autolabel.synth.config import CITIES, FINE_SPLITS, FRAME, MIN_HEIGHT, MIN_WIDTH, SPLITS, SYNTH_PRESETS, SynthConfig
+from autolabel.synth.config import CITIES, FINE_SPLITS, FRAME, MIN_HEIGHT, MIN_WIDTH, SPLITS, SynthConfig
 from autolabel.synth.sample import SynthSample, render_sample, sample_name, sample_rng
 from autolabel.synth.writer import GENERATED_DIRS, LABEL_ID_PALETTE, PNG_LEVEL, SynthSummary, generate, write_sample
 
 __all__ = [
     "CITIES", "FINE_SPLITS", "FRAME", "GENERATED_DIRS", "LABEL_ID_PALETTE", "MIN_HEIGHT", "MIN_WIDTH", "PNG_LEVEL",
-    "SPLITS", "SYNTH_PRESETS", "SynthConfig", "SynthSample", "SynthSummary", "generate", "render_sample",
+    "SPLITS", "SynthConfig", "SynthSample", "SynthSummary", "generate", "render_sample",
     "sample_name", "sample_rng", "write_sample",
 ]

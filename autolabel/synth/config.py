@@ -1,4 +1,4 @@
-"""What to draw: `SynthConfig`, its presets, and the constants of the dataset it describes (splits, cities, frame,
+"""What to draw: `SynthConfig` and the constants of the dataset it describes (splits, cities, frame,
 minimum image size)."""
 
 from __future__ import annotations
@@ -66,11 +66,3 @@ class SynthConfig:
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
         return getattr(self, split)
-
-
-SYNTH_PRESETS: Mapping[str, SynthConfig] = MappingProxyType({
-    "tiny": SynthConfig(train=4, val=2, train_extra=4, height=64, width=128),
-    "small": SynthConfig(),
-    "medium": SynthConfig(train=512, val=128, train_extra=1024, height=512, width=1024, cities=6),
-    "cityscapes": SynthConfig(train=2975, val=500, train_extra=19998, height=1024, width=2048, cities=18),
-})

@@ -9,8 +9,7 @@ import numpy as np
 from autolabel.synth.config import Array
 from autolabel.synth.geometry import Camera, billboard, front_quad, ground_quad, side_quad
 from autolabel.synth.objects import ego, street_objects, tree
-from autolabel.synth.scene import (Detail, Lighting, Paint, Palette, Part, Scene, Shadow, Side, hsv, log_depth,
-                                   scaled)
+from autolabel.synth.scene import Detail, Lighting, Paint, Palette, Part, Scene, Shadow, Side, hsv, log_depth, scaled
 
 
 def _palette(rng: np.random.Generator) -> Palette:
