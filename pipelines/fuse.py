@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pyarrow.compute as pc
 
-from autolabel.dataset import label_file_centroids
+from autolabel.dataset import class_centroids
 from autolabel.errors import ConfigError
 from autolabel.fused import write_samples
 from autolabel.images import read_label
 from autolabel.labels import to_train_ids
-from autolabel.layout import list_samples
+from autolabel.layout import Sample, list_samples
 from autolabel.store import LabelStore, Status, class_pixels
 
 
@@ -30,22 +31,20 @@ class FuseSummary:
     """Images of the coarse split that the label store does not hold at all (e.g. a labelling run not finished)."""
 
 
-def _pixel_counts(train_ids: np.ndarray) -> list[int]:
-    return list(class_pixels(train_ids))
+def _png_row(sample: Sample, source: str) -> dict:
+    """The row of one PNG-labelled sample; its label file is decoded once for the counts and the centroids."""
+    train = to_train_ids(read_label(sample.label))  # (H, W)
+    return {
+        "image": str(sample.image), "source": source, "label_png": str(sample.label), "label_store": None,
+        "label_key": None, "height": train.shape[0], "width": train.shape[1],
+        "class_pixels": list(class_pixels(train)), "centroids": class_centroids(train),
+    }
 
 
 def _png_rows(root: Path, split: str, source_dir: str, source: str) -> list[dict]:
     samples = [s for s in list_samples(root, split, source_dir, require_labels=False) if s.label is not None]
-    centroids = label_file_centroids([s.label for s in samples])
-    rows = []
-    for sample, cents in zip(samples, centroids):
-        train = to_train_ids(read_label(sample.label))
-        rows.append({
-            "image": str(sample.image), "source": source, "label_png": str(sample.label), "label_store": None,
-            "label_key": None, "height": train.shape[0], "width": train.shape[1],
-            "class_pixels": _pixel_counts(train), "centroids": cents,
-        })
-    return rows
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(lambda sample: _png_row(sample, source), samples))
 
 
 def _store_rows(store: LabelStore) -> tuple[list[dict], list[str]]:

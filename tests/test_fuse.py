@@ -124,3 +124,13 @@ def test_rare_classes_are_those_under_half_the_uniform_share():
     counts[0, :18] = 1000
     counts[1, 18] = 10
     assert rare_classes(counts) == [18]
+
+
+def test_each_fine_label_file_is_decoded_once(root, store, tmp_path, monkeypatch):
+    import pipelines.fuse as fuse_module
+
+    reads = []
+    real = fuse_module.read_label
+    monkeypatch.setattr(fuse_module, "read_label", lambda path, *a, **k: reads.append(path) or real(path, *a, **k))
+    fuse(root, tmp_path / "f.parquet", labels=store.url)
+    assert sorted(reads) == sorted({*reads}) and len(reads) == len(list_samples(root, "train"))

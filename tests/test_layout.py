@@ -5,7 +5,7 @@ import pytest
 
 from autolabel.errors import DatasetError
 from autolabel.images import write_png
-from autolabel.layout import label_path, label_sources, list_samples, list_splits, validate_stem
+from autolabel.layout import city_of, label_path, label_sources, list_samples, list_splits, stem_parts, validate_stem
 
 
 def _image(root: Path, split: str, stem: str) -> Path:
@@ -77,3 +77,13 @@ def test_listing_never_writes_into_the_root(tmp_path):
 def test_stems_that_are_not_cityscapes_ids_are_refused(bad):
     with pytest.raises(DatasetError):
         validate_stem(bad)
+
+
+def test_city_of_keeps_underscores_in_the_city_name():
+    assert city_of("bad_homburg_000012_000019") == "bad_homburg"
+    assert stem_parts("bad_homburg_000012_000019") == ("bad_homburg", 12, 19)
+
+
+def test_label_path_of_a_city_with_underscores_is_in_that_citys_folder(tmp_path):
+    path = label_path(tmp_path, "train", "bad_homburg_000012_000019", "gtFine")
+    assert path.parent.name == "bad_homburg"
