@@ -207,6 +207,9 @@ def describe(
 
 
 # --------------------------------------------------------------------------- import
+OverwriteOption = Annotated[bool, typer.Option(
+    help="Replace a store at --out that was made with other settings (source, teacher, scales, threshold, codec). "
+         "A store made with the same settings is resumed, never wiped: finished images are kept.")]
 CODEC_HELP = ("How the maps of a new store are compressed: webp (default; WebP lossless, about half the bytes of "
               "zstd), zstd (zarr v3 specification codecs only: any zarr v3 reader, e.g. tensorstore, opens the store) "
               "or jpegxl (smallest, but about 10x slower to write and read). Default: webp, or the codec of the "
@@ -219,7 +222,7 @@ def import_(
     out: Annotated[str, typer.Option("--out", help="Label store to write (path or fsspec URL, e.g. labels.zarr).")],
     split: Annotated[str, typer.Option(help="Split whose label maps to import.")] = "train",
     source: Annotated[LabelSource, typer.Option(help="Label kind.")] = "gtCoarse",
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing store at --out.")] = False,
+    overwrite: OverwriteOption = False,
     codec: Annotated[Optional[Codec], typer.Option(help=CODEC_HELP, show_default=False)] = None,
 ) -> None:
     """Import existing PNG label maps (label ids) into a label store, as train ids.
@@ -629,7 +632,7 @@ def label(
         help="Also store whether each labelled pixel's max probability clears 0.7 and 0.9, so `rethreshold` can "
              "raise the threshold later: 0.7 and 0.9 stay exact, others act as the next of them up. Costs at most "
              "the labels' bytes.")] = False,
-    overwrite: Annotated[bool, typer.Option(help="Replace a store made with other settings.")] = False,
+    overwrite: OverwriteOption = False,
     codec: Annotated[Optional[Codec], typer.Option(help=CODEC_HELP, show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
@@ -659,7 +662,7 @@ def rethreshold(
     store: Annotated[str, typer.Argument(help="Label store made with --keep-confidence.")],
     threshold: Annotated[float, typer.Option(callback=_threshold, help="The new, higher threshold.")],
     out: Annotated[str, typer.Option("--out", help="New label store to write.")],
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing store at --out.")] = False,
+    overwrite: OverwriteOption = False,
     codec: Annotated[Optional[Codec], typer.Option(help=CODEC_HELP.replace("webp, or the codec of the store being "
                                                                          "resumed", "the codec of STORE"),
                                                  show_default=False)] = None,

@@ -669,11 +669,7 @@ async def _delete_all(zstore: Store, keys: list[str]) -> None:
 async def _clear(zstore: Store) -> None:
     """Delete everything in the store, the root document last: a wipe cut short leaves a label store that
     `create(overwrite=True)` recognises and wipes again."""
-    names = [name async for name in zstore.list_dir("")]
-    for name in names:
-        if name != METADATA_KEY:
-            await zstore.delete_dir(name)
-            await zstore.delete(name)
+    await _delete_all(zstore, [key async for key in zstore.list() if key != METADATA_KEY])
     await zstore.delete(METADATA_KEY)
 
 
@@ -700,3 +696,16 @@ def manifest_table(records: list[ImageRecord]) -> pa.Table:
         row["finished_at"] = datetime.fromisoformat(record.finished_at)
         rows.append(row)
     return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+
+
+def open_store(out: str | Path, provenance: Provenance, overwrite: bool = False, codec: str | None = None) -> LabelStore:
+    """The store at `out` for `provenance`: resumed when made with the same settings (and `codec`, when given),
+    else created with `codec` (default: DEFAULT_CODEC); a store made with other settings is refused, or with
+    `overwrite` replaced by an empty one. This is what --overwrite means for every command that writes a store:
+    work already done with the same settings is never thrown away."""
+    try:
+        return LabelStore.open_or_create(out, provenance, codec)
+    except ProvenanceMismatchError:
+        if not overwrite:
+            raise
+    return LabelStore.create(out, provenance, codec or DEFAULT_CODEC, overwrite=True)

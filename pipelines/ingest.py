@@ -6,12 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from autolabel.codecs import DEFAULT_CODEC
 from autolabel.errors import DatasetError
 from autolabel.images import image_shape, read_label
 from autolabel.labels import to_train_ids
 from autolabel.layout import LabelSource, list_samples
-from autolabel.store import LabelStore, Provenance
+from autolabel.store import Provenance, open_store
 
 
 @dataclass(frozen=True)
@@ -44,10 +43,7 @@ def import_labels(
     if not samples:
         raise DatasetError(f"{root}: split {split!r} has no {source} label files")
     provenance = import_provenance(source)
-    if overwrite:
-        store = LabelStore.create(out, provenance, codec or DEFAULT_CODEC, overwrite=True)
-    else:
-        store = LabelStore.open_or_create(out, provenance, codec)
+    store = open_store(out, provenance, overwrite, codec)
     done = store.completed_ids()
     written, failed = 0, {}
     for i, sample in enumerate(samples):

@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from autolabel.codecs import DEFAULT_CODEC, codec_choice
+from autolabel.codecs import codec_choice
 from autolabel.errors import ConfigError, DatasetError
 from autolabel.images import decode_image
 from autolabel.layout import Sample, list_samples
-from autolabel.store import LabelStore, Provenance, ProvenanceMismatchError, Status
+from autolabel.store import LabelStore, Provenance, Status, open_store
 from autolabel.threshold import check_threshold, threshold_probs
 from autolabel.transforms import normalize_batch
 from models.checkpoint import load_checkpoint
@@ -269,18 +269,6 @@ def run_labeling(
         if progress:
             progress(done, len(failed), total)
     return failed
-
-
-def open_store(out: str | Path, provenance: Provenance, overwrite: bool = False, codec: str | None = None) -> LabelStore:
-    """The store at `out` for `provenance`: resumed when made with the same settings (and `codec`, when given),
-    else created with `codec` (default: DEFAULT_CODEC); a store made with other settings is refused, or with
-    `overwrite` replaced by an empty one."""
-    try:
-        return LabelStore.open_or_create(out, provenance, codec)
-    except ProvenanceMismatchError:
-        if not overwrite:
-            raise
-    return LabelStore.create(out, provenance, codec or DEFAULT_CODEC, overwrite=True)
 
 
 def summarize(store: LabelStore, total: int, done: int, skipped: int, failed: dict[str, str],

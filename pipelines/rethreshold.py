@@ -13,10 +13,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from autolabel.errors import StoreError
-from autolabel.store import ImageNotStoredError, LabelStore, Status
+from autolabel.store import ImageNotStoredError, LabelStore, Status, open_store
 from autolabel.threshold import check_threshold
 from autolabel.threshold import rethreshold as rethreshold_labels
-from pipelines.label import LabelProgress, LabelSummary, open_store, summarize
+from pipelines.label import LabelProgress, LabelSummary, summarize
 
 
 class RethresholdError(StoreError):

@@ -42,3 +42,18 @@ def test_rerun_skips_images_already_stored(root, tmp_path):
     import_labels(root, "train_extra", "gtCoarse", out)
     again = import_labels(root, "train_extra", "gtCoarse", out)
     assert (again.written, again.skipped) == (0, 2)
+
+
+def test_overwrite_resumes_a_store_imported_from_the_same_source(root, tmp_path):
+    out = str(tmp_path / "s.zarr")
+    first = import_labels(root, "train", "gtCoarse", out)
+    again = import_labels(root, "train", "gtCoarse", out, overwrite=True)
+    assert (again.written, again.skipped) == (0, first.written)
+
+
+def test_overwrite_replaces_a_store_imported_from_another_source(root, tmp_path):
+    out = str(tmp_path / "s.zarr")
+    import_labels(root, "train", "gtCoarse", out)
+    replaced = import_labels(root, "train", "gtFine", out, overwrite=True)
+    assert replaced.written == len(list_samples(root, "train", "gtFine"))
+    assert LabelStore.open(out).provenance.checkpoint_sha256 == "import:gtFine"

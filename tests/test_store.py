@@ -1,6 +1,5 @@
 import json
 import multiprocessing as mp
-import shutil
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
@@ -310,19 +309,27 @@ def test_overwrite_cut_short_leaves_a_store_that_overwrite_replaces(store, monke
     store.write(_id(1), _labels(1), source="img.png")
     store.write_manifest()
     deleted = []
+    real_delete = LocalStore.delete
 
-    async def delete_dir_then_stop(self, prefix):
+    async def delete_one_then_stop(self, key):
         if deleted:
             raise Killed
-        deleted.append(prefix)
-        shutil.rmtree(Path(self.root) / prefix, ignore_errors=True)
+        deleted.append(key)
+        await real_delete(self, key)
 
     with monkeypatch.context() as patch:
-        patch.setattr(LocalStore, "delete_dir", delete_dir_then_stop)
+        patch.setattr(LocalStore, "delete", delete_one_then_stop)
         with pytest.raises(Killed):
             LabelStore.create(store.url, PROVENANCE, overwrite=True)
     assert deleted and LabelStore.open(store.url).provenance == PROVENANCE
     assert LabelStore.create(store.url, PROVENANCE, overwrite=True).completed_ids() == set()
+
+
+def test_overwrite_replaces_a_finished_store_with_its_manifest(store):
+    store.write(_id(1), _labels(1), source="img.png")
+    store.write_manifest()
+    replaced = LabelStore.create(store.url, PROVENANCE, overwrite=True)
+    assert replaced.completed_ids() == set()
 
 
 def test_overwrite_refuses_to_delete_what_is_not_a_label_store(tmp_path):
