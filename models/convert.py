@@ -231,8 +231,9 @@ def convert_state_dict(
     """Map a source state dict (prefixes removed) onto a fresh `Teacher(config)`: every target tensor comes from
     the source, from a folded/zero-filled value, or from an untrained part's initialisation."""
     _check_source(source)
-    torch.manual_seed(seed)  # the untrained parts' initialisation is reproducible
-    target_state = Teacher(config).state_dict()
+    with torch.random.fork_rng():  # the untrained parts' initialisation is reproducible; the caller's RNG untouched
+        torch.manual_seed(seed)
+        target_state = Teacher(config).state_dict()
     mapped, consumed, folds, skipped = map_state_dict(source_state, source, target_state)
     for bias_key, mean_key in folds:
         if mean_key not in mapped:

@@ -266,6 +266,16 @@ def test_missing_source_tensor_is_an_error_naming_the_target_key(tiny_model):
         _convert(payload, "mmseg")
 
 
+def test_a_bias_the_source_lacks_is_filled_with_zeros_exactly(tiny_model):
+    payload, _ = source_checkpoint(tiny_model, "mmseg")
+    del payload["state_dict"]["decode_head.1.conv_seg.bias"]
+    payload["state_dict"] = {k: v for k, v in payload["state_dict"].items() if not k.endswith("num_batches_tracked")}
+    conversion = _convert(payload, "mmseg")
+    assert "ocr.classifier.bias" in conversion.zero_filled
+    assert torch.equal(conversion.state_dict["ocr.classifier.bias"], torch.zeros(19))
+    assert all(conversion.state_dict[k] == 0 for k in conversion.state_dict if k.endswith("num_batches_tracked"))
+
+
 def test_metadata_objects_are_allowed_by_name(tmp_path):
     path = tmp_path / "meta.pth"
     torch.save({"args": argparse.Namespace(lr=0.01), "mean_iu": np.float64(0.8), "seed": np.int64(3),
