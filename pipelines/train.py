@@ -1,7 +1,7 @@
 """Train a teacher (or student) network: AdamW (or SGD) with warm-up and poly decay, periodic checkpoints, resume.
 
-One worker trains in-process; `workers > 1` runs data-parallel training with Ray Train's
-TorchTrainer (gloo on CPU, nccl on GPU). Everything a run produces lives in its run directory:
+One worker trains in-process; `workers > 1` runs the same loop data-parallel on Ray Train
+(pipelines/train_ray.py). Everything a run produces lives in its run directory:
 `model.pt` (final), `checkpoints/iter_*.pt` (resumable state) and `metrics.jsonl`.
 """
 
@@ -30,7 +30,7 @@ from models.parts import HEADS, PARTS, UNTRAINED_KEY, freeze_except, parse_parts
 from models.predict import PredictOptions
 from models.teacher import Teacher, TeacherConfig
 from pipelines.evaluate import EvaluateConfig, evaluate
-from pipelines.ray_session import ray_session
+from pipelines.train_ray import run_on_ray_train
 
 log = logging.getLogger(__name__)
 
@@ -430,26 +430,14 @@ def follow_metrics(run_dir: Path, total: int, reporter: Reporter, stop: threadin
 
 def train_ray(config: TrainConfig, address: str | None = None, reporter: Reporter | None = None) -> Path:
     """Data-parallel training on `config.workers` Ray Train workers; `reporter` hears each logged step."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     config = _absolute_paths(config)
-    use_gpu = config.device == "cuda"
-    trainer = lambda: TorchTrainer(  # noqa: E731 (built inside the Ray session)
-        _ray_worker_loop,
-        train_loop_config=dataclasses.asdict(config),
-        scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=use_gpu,
-                                     resources_per_worker=None if use_gpu else {"CPU": 1}),
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        run_config=RunConfig(storage_path=str(Path(config.run_dir).resolve() / "ray"), name="train"),
-    )
     stop = threading.Event()
     follower = threading.Thread(target=follow_metrics, args=(config.run_dir, config.iters, reporter, stop), daemon=True)
     if reporter:
         follower.start()
     try:
-        with ray_session(address):
-            trainer().fit()
+        run_on_ray_train(_ray_worker_loop, dataclasses.asdict(config), workers=config.workers,
+                         use_gpu=config.device == "cuda", storage_path=Path(config.run_dir) / "ray", address=address)
     finally:
         stop.set()
         if reporter:
