@@ -4,7 +4,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from autolabel.errors import ConfigError
-from models.predict import FEATURE_STRIDE, PredictOptions, predict, run_windows, window_size, window_starts
+from models.predict import (
+    FEATURE_STRIDE, PredictOptions, predict, predict_logits, run_windows, window_size, window_starts,
+)
 from models.teacher import ScaleOutput, Teacher, TeacherConfig, build_model
 
 K = 19
@@ -182,3 +184,16 @@ def test_flip_averages_the_probabilities_of_the_image_and_its_mirror(model):
     plain = predict(model, images, pointrend=False)
     mirrored = predict(model, images.flip(-1), pointrend=False).flip(-1)
     torch.testing.assert_close(predict(model, images, pointrend=False, flip=True), (plain + mirrored) / 2)
+
+
+def test_image_fusion_refines_at_most_the_point_budget_of_pixels_with_pointrend(model):
+    config = TeacherConfig.preset("tiny", fusion="image")
+    fused = Teacher(config).eval()
+    fused.load_state_dict(model.state_dict())
+    images = _images(1, 64, 128)
+    plain = predict_logits(fused, images, PredictOptions(scales=(0.5, 1.0), pointrend=False))  # (1, K, 64, 128)
+    refined = predict_logits(fused, images, PredictOptions(scales=(0.5, 1.0), pointrend=True))
+    _, points = config.pointrend.subdivision((16, 32), (64, 128))
+    changed = (plain != refined).any(dim=1).sum().item()
+    assert plain.shape == refined.shape == (1, config.num_classes, 64, 128)
+    assert 0 < changed <= points
