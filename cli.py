@@ -47,7 +47,9 @@ def command(fn=None, *, name: str | None = None):
     return app.command(name)(run)
 
 
-def progress_bar() -> Progress:
+def progress_bar(transient: bool = True) -> Progress:
+    """A progress bar on stderr; transient ones vanish when the command ends (its summary line stays), so a
+    command that fails leaves only its one-line error."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -55,7 +57,7 @@ def progress_bar() -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
-        transient=False,
+        transient=transient,
     )
 
 
@@ -576,7 +578,7 @@ def _label_progress(bar: Progress, description: str):
     return progress
 
 
-def label_progress_bar() -> Progress:
+def label_progress_bar(transient: bool = True) -> Progress:
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -587,7 +589,7 @@ def label_progress_bar() -> Progress:
         TextColumn("ETA"),
         TimeRemainingColumn(),
         console=console,
-        transient=False,
+        transient=transient,
     )
 
 
@@ -777,7 +779,7 @@ def quickstart(
     if overwrite and workdir.exists():
         shutil.rmtree(workdir)
     _quiet_ray_data_console()
-    with progress_bar() as bar:
+    with progress_bar(transient=False) as bar:
         reporter = _QuickstartReporter(bar)
         results = run_quickstart(workdir, config, reporter)
         reporter.finish()

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from autolabel.errors import ConfigError
 from autolabel.images import read_image, read_label, write_png
 from autolabel.labels import to_label_ids, to_train_ids
 from autolabel.layout import Sample, list_samples
@@ -32,6 +33,12 @@ class EvaluateConfig:
     device: str = "cpu"
     save_predictions: Path | None = None
     """Where to write label-id PNGs in the Cityscapes results format, if anywhere."""
+
+    def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for but no CUDA device is available")
 
 
 @dataclass(frozen=True, kw_only=True)
