@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from autolabel.dataset import SegmentationDataset, cityscapes_dataset
 from autolabel.errors import ConfigError, TrainingError
+from autolabel.files import write_bytes_atomic
 from autolabel.fused import fused_dataset
 from autolabel.transforms import AugmentConfig
 from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -256,12 +257,23 @@ def _append_metrics(run_dir: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-def _truncate_metrics(run_dir: Path, iteration: int) -> None:
-    """Drop log rows past the resumed iteration, so a resumed run never logs a step twice."""
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The rows of a run's metrics log; a last line torn by a crash mid-write is left out."""
     path = Path(run_dir) / METRICS_LOG
-    if path.exists():
-        rows = [line for line in path.read_text().splitlines() if line and json.loads(line)["iteration"] <= iteration]
-        path.write_text("".join(row + "\n" for row in rows))
+    rows = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("%s: skipping a torn line: %.60s", path, line)
+    return rows
+
+
+def _truncate_metrics(run_dir: Path, iteration: int) -> None:
+    """Drop log rows past the resumed iteration (and a torn last line), so a resumed run never logs a step
+    twice."""
+    rows = [row for row in read_metrics(run_dir) if row["iteration"] <= iteration]
+    write_bytes_atomic(Path(run_dir) / METRICS_LOG, "".join(json.dumps(row) + "\n" for row in rows).encode())
 
 
 def _batches(dataset: SegmentationDataset, config: TrainConfig, start_iter: int, rank: int, world: int):
@@ -303,6 +315,9 @@ def train_worker(config: TrainConfig, reporter: Reporter | None = None, rank: in
     resume = latest_checkpoint(run_dir)
     if resume is not None:
         state = load_checkpoint(resume)
+        if state.config != model.config.to_dict():
+            raise ConfigError(f"{resume}: this run was started with another network (a different --preset, "
+                              "--init or model setting); resume it with its own settings or train into another --out")
         model.load_state_dict(state.state_dict)
         optimizer.load_state_dict(state.extra["optimizer"])
         start = int(state.extra["iteration"])
@@ -403,9 +418,7 @@ def validation_miou(model: Teacher, config: TrainConfig) -> float:
 
 def learning_curve(run_dir: Path) -> list[tuple[int, float]]:
     """(iteration, val mIoU) rows a run with `eval_every` logged, in order."""
-    path = Path(run_dir) / METRICS_LOG
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
-    return [(row["iteration"], row["val_miou"]) for row in rows if "val_miou" in row]
+    return [(row["iteration"], row["val_miou"]) for row in read_metrics(run_dir) if "val_miou" in row]
 
 
 def _report_row(row: dict, total: int) -> StepReport:

@@ -25,6 +25,7 @@ from pipelines.train import (
     follow_metrics,
     latest_checkpoint,
     learning_curve,
+    read_metrics,
     train,
 )
 from tests.runs import evaluate_config
@@ -224,3 +225,19 @@ def test_fitting_a_head_takes_it_off_the_checkpoints_untrained_list(root, tmp_pa
     second = tmp_path / "second"
     train(quick_config(root, second, iters=1, init=str(converted), use_pointrend=True, train_only=("point_head",)))
     assert load_checkpoint(second / FINAL_MODEL).metadata["untrained"] == ["attention"]
+
+
+def test_a_torn_last_line_of_the_metrics_log_does_not_block_resuming(root, tmp_path):
+    run_dir = tmp_path / "run"
+    train(quick_config(root, run_dir, iters=2))
+    with open(run_dir / METRICS_LOG, "a") as log:
+        log.write('{"iteration": 3, "lo')  # killed while writing a row
+    train(quick_config(root, run_dir, iters=4))
+    assert [row["iteration"] for row in read_metrics(run_dir)] == [1, 2, 3, 4]
+
+
+def test_resuming_a_run_with_another_network_is_refused_naming_the_checkpoint(root, tmp_path):
+    run_dir = tmp_path / "run"
+    train(quick_config(root, run_dir, iters=2))
+    with pytest.raises(ConfigError, match=r"iter_0+2.pt: this run was started with another network"):
+        train(quick_config(root, run_dir, iters=4, use_pointrend=True))
