@@ -103,9 +103,12 @@ def list_samples(
     images = sorted(split_dir.glob(f"*/*{IMAGE_SUFFIX}"))
     if not images:
         raise DatasetError(f"{split_dir}: split {split!r} has no images")
-    samples = []
+    samples, seen = [], {}
     for image in images:
         stem = stem_of(image)
+        if stem in seen:
+            raise DatasetError(f"{image}: the same image name as {seen[stem]}; each stem may appear once in a split")
+        seen[stem] = image
         label = None
         if source is not None:
             label = label_path(root, split, stem, source)

@@ -87,3 +87,12 @@ def test_city_of_keeps_underscores_in_the_city_name():
 def test_label_path_of_a_city_with_underscores_is_in_that_citys_folder(tmp_path):
     path = label_path(tmp_path, "train", "bad_homburg_000012_000019", "gtFine")
     assert path.parent.name == "bad_homburg"
+
+
+def test_the_same_stem_in_two_city_folders_is_refused_naming_both(tmp_path):
+    for city in ("aachen", "bremen"):
+        path = tmp_path / "leftImg8bit" / "train" / city / "aachen_000000_000001_leftImg8bit.png"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"")
+    with pytest.raises(DatasetError, match=r"bremen/aachen_000000_000001_leftImg8bit.png: the same image name as .*aachen/aachen"):
+        list_samples(tmp_path, "train")
