@@ -61,11 +61,14 @@ def read_label(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
         raise ImageReadError(f"{path}: not a readable label map (corrupt or truncated)")
     if label.ndim != 2:
         raise ImageReadError(f"{path}: label map must have one channel, found shape {label.shape}")
+    if label.dtype != np.uint8:
+        raise ImageReadError(f"{path}: label map must be 8-bit, found {label.dtype} (a {label.dtype.itemsize * 8}-bit "
+                             "PNG); its values would wrap")
     if shape is not None and label.shape != tuple(shape):
         raise DatasetError(
             f"{path}: label is {label.shape[1]}x{label.shape[0]} but its image is {shape[1]}x{shape[0]}"
         )
-    return label.astype(np.uint8, copy=False)
+    return label
 
 
 def encode_png(array: np.ndarray, level: int = 9) -> bytes:

@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from autolabel.dataset import class_centroids
 from autolabel.errors import ConfigError
 from autolabel.fused import write_samples
-from autolabel.images import read_label
+from autolabel.images import image_shape, read_label
 from autolabel.labels import to_train_ids
 from autolabel.layout import Sample, list_samples
 from autolabel.store import LabelStore, Status, class_pixels
@@ -32,8 +32,9 @@ class FuseSummary:
 
 
 def _png_row(sample: Sample, source: str) -> dict:
-    """The row of one PNG-labelled sample; its label file is decoded once for the counts and the centroids."""
-    train = to_train_ids(read_label(sample.label))  # (H, W)
+    """The row of one PNG-labelled sample; its label file is decoded once for the counts and the centroids, and
+    must be the size of its image."""
+    train = to_train_ids(read_label(sample.label, shape=image_shape(sample.image)))  # (H, W)
     return {
         "image": str(sample.image), "source": source, "label_png": str(sample.label), "label_store": None,
         "label_key": None, "height": train.shape[0], "width": train.shape[1],

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from autolabel.errors import DatasetError
 from autolabel.fused import FINE, LabelLoader, fused_dataset, rare_classes, read_samples
-from autolabel.images import read_label
+from autolabel.images import read_label, write_png
 from autolabel.labels import to_train_ids
 from autolabel.layout import list_samples
 from autolabel.store import LabelStore
@@ -134,3 +135,10 @@ def test_each_fine_label_file_is_decoded_once(root, store, tmp_path, monkeypatch
     monkeypatch.setattr(fuse_module, "read_label", lambda path, *a, **k: reads.append(path) or real(path, *a, **k))
     fuse(root, tmp_path / "f.parquet", labels=store.url)
     assert sorted(reads) == sorted({*reads}) and len(reads) == len(list_samples(root, "train"))
+
+
+def test_a_coarse_label_of_another_size_than_its_image_is_refused(root, tmp_path):
+    sample = list_samples(root, "train_extra", "gtCoarse")[0]
+    write_png(sample.label, np.zeros((8, 8), np.uint8))
+    with pytest.raises(DatasetError, match="8x8 but its image is"):
+        fuse(root, tmp_path / "f.parquet", coarse_gt=True)

@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 
@@ -57,3 +58,10 @@ def test_image_shape_of_an_empty_file_is_named_in_error(tmp_path):
     (tmp_path / "e.png").write_bytes(b"")
     with pytest.raises(ImageReadError, match="e.png"):
         image_shape(tmp_path / "e.png")
+
+
+def test_a_16_bit_label_png_is_refused_instead_of_wrapped(tmp_path):
+    path = tmp_path / "deep_gtFine_labelIds.png"
+    cv2.imwrite(str(path), np.full((4, 4), 300, np.uint16))
+    with pytest.raises(DatasetError, match="8-bit"):
+        read_label(path)
