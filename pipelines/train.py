@@ -242,8 +242,17 @@ def _metadata(config: TrainConfig, iteration: int, loss: float | None, untrained
     }
 
 
+def check_finite(model: torch.nn.Module, iteration: int) -> None:
+    """A TrainingError naming the first non-finite weight or BatchNorm statistic: such a model is never saved."""
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise TrainingError(f"{name} became non-finite at iteration {iteration}; nothing was saved past the last "
+                                "checkpoint: lower --lr and resume")
+
+
 def _save_state(run_dir: Path, model: Teacher, optimizer, config: TrainConfig, iteration: int, loss: float,
                 untrained: list[str] | None = None) -> None:
+    check_finite(model, iteration)
     ckpt_dir = Path(run_dir) / CHECKPOINTS
     extra = {"optimizer": optimizer.state_dict(), "iteration": iteration}
     ckpt = Checkpoint(model.config.to_dict(), model.state_dict(), _metadata(config, iteration, loss, untrained), extra)
@@ -366,6 +375,7 @@ def train_worker(config: TrainConfig, reporter: Reporter | None = None, rank: in
     final = run_dir / FINAL_MODEL
     if rank == 0:
         if start < config.iters or not final.exists():
+            check_finite(model, config.iters)
             ckpt = Checkpoint(model.config.to_dict(), model.state_dict(),
                               _metadata(config, config.iters, loss_value, untrained))
             save_checkpoint(final, ckpt)

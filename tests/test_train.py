@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from autolabel.errors import ConfigError
+from autolabel.errors import ConfigError, TrainingError
 from autolabel.synth import SynthConfig, generate
 from models.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from models.teacher import TeacherConfig
@@ -22,6 +22,7 @@ from pipelines.train import (
     FINAL_MODEL,
     METRICS_LOG,
     TrainConfig,
+    check_finite,
     follow_metrics,
     latest_checkpoint,
     learning_curve,
@@ -241,3 +242,11 @@ def test_resuming_a_run_with_another_network_is_refused_naming_the_checkpoint(ro
     train(quick_config(root, run_dir, iters=2))
     with pytest.raises(ConfigError, match=r"iter_0+2.pt: this run was started with another network"):
         train(quick_config(root, run_dir, iters=4, use_pointrend=True))
+
+
+def test_a_non_finite_weight_is_refused_before_anything_is_saved(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    with pytest.raises(TrainingError, match="weight became non-finite at iteration 7"):
+        check_finite(model, 7)
