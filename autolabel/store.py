@@ -12,8 +12,8 @@
     {url}/manifest.parquet                  one row per image (MANIFEST_SCHEMA: provenance, counts,
                                             centroids, status): the index every reader starts from
 
-    bytes per image = (maps + zarr.json documents + manifest) / images; the metadata is a fixed ~5 kB
-    (documents, Parquet footer) plus 25-40 B per image in the manifest
+    bytes per image = (maps + zarr.json documents + manifest) / images; the metadata is a fixed ~8 kB
+    (documents, the manifest's Parquet footer) plus 8-40 B per image in the manifest
 
 A reader finds an image through the index: the manifest, overlaid by the records written since it (a
 run cut short leaves them; `write_manifest` folds them in and deletes them). The fold replaces the
@@ -209,8 +209,9 @@ MANIFEST_SCHEMA = pa.schema(
 """Manifest columns: the ImageRecord fields, in order; timestamps as UTC."""
 MANIFEST_PARQUET = {"compression": "zstd", "compression_level": 19, "use_dictionary": False,
                     "write_statistics": False, "store_schema": False}
-"""How the manifest is written: 25-40 bytes per image and a fixed 4 kB (dictionaries cost a page per column and
-more bytes per image; the Arrow schema 1.6 kB, restored on reading by casting to MANIFEST_SCHEMA)."""
+"""How the manifest is written: 8-40 bytes per image (fewer where counts and centroids repeat) and a fixed ~6.5 kB,
+mostly the footer's column chunks. Dictionaries doubled the bytes per image; the stored Arrow schema cost 1.6 kB
+(reading restores it by casting to MANIFEST_SCHEMA)."""
 
 
 def _now() -> str:
