@@ -114,10 +114,10 @@ class Provenance:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
-KEPT_CONFIDENCE_THRESHOLDS = (0.7, 0.9)
-"""The thresholds above a store's own that its kept confidence answers exactly; the others act as the next of
-these up. Each exact threshold stores one more set of contours: with 0.6, 0.7, 0.8, 0.9 the confidence took
-1.5-2.6x the labels' bytes, with these two 0.65-0.8x (teacher outputs at 0.5, benchmarks/storage.py)."""
+KEPT_CONFIDENCE_THRESHOLDS = (0.5, 0.7, 0.9)
+"""The thresholds that a store's kept confidence answers exactly, of those above the store's own; the others act
+as the next of these up. Each exact threshold stores one more set of contours: above 0.5, with 0.6, 0.7, 0.8, 0.9
+the confidence took 1.5-2.6x the labels' bytes, with 0.7 and 0.9 0.72-0.83x (teacher outputs, benchmarks/storage.py)."""
 
 
 def kept_confidence(labels: np.ndarray, confidence: np.ndarray, threshold: float) -> np.ndarray:

@@ -370,6 +370,12 @@ def test_kept_confidence_rethresholds_exactly_at_0_7_and_0_9_and_at_the_next_of_
     assert np.array_equal(rethreshold(labels, kept, threshold)[0], rethreshold(labels, confidence, acts_as)[0])
 
 
+def test_kept_confidence_of_a_store_below_0_5_also_answers_0_5():
+    labels = np.zeros((1, 10), np.uint8)
+    confidence = np.arange(10, dtype=np.uint8)[None]  # a store at 0.0: every step
+    assert kept_confidence(labels, confidence, 0.0).tolist() == [[0, 0, 0, 0, 0, 5, 5, 7, 7, 9]]
+
+
 def test_kept_confidence_of_a_stricter_store_keeps_only_the_thresholds_above_its_own():
     labels = np.zeros((2, 4), np.uint8)
     confidence = np.array([[7, 8, 9, 9], [7, 7, 8, 9]], np.uint8)  # a store at 0.7 labels p > 0.7: steps >= 7
