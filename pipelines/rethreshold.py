@@ -1,6 +1,6 @@
 """Threshold a keep-confidence store's labels again, at a higher threshold, without running the teacher.
 
-    source store (labels + confidence in tenths) ──► per image: keep a pixel only where its confidence step
+    source store (labels + kept confidence) ──► per image: keep a pixel only where its confidence step
     clears the new threshold ──► a new store with the same provenance but the new threshold
 
 The new store keeps the confidence maps, so it can be re-thresholded again; a rerun resumes it.
@@ -28,7 +28,7 @@ def rethreshold(store_url: str | Path, out: str | Path, *, threshold: float, ove
     """A new store at `out` from a keep-confidence store, thresholded again at a higher `threshold`.
 
     No teacher runs: a pixel stays labelled only where its stored confidence exceeds `threshold` (exact at
-    multiples of 0.1, see autolabel.threshold). The new store uses `codec`, default the source's.
+    0.5, 0.7 and 0.9, see autolabel.store.kept_confidence). The new store uses `codec`, default the source's.
     A lower threshold than the store's is refused (the dropped pixels' classes are gone). The new
     store keeps the confidence maps, so it can be re-thresholded again; reruns resume it.
     """
