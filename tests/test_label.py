@@ -18,7 +18,7 @@ from autolabel.errors import StoreError
 from autolabel.images import encode_png, read_image
 from autolabel.labels import IGNORE
 from autolabel.layout import list_samples
-from autolabel.store import LabelStore, Provenance, ProvenanceMismatchError
+from autolabel.store import LabelStore, Provenance, ProvenanceMismatchError, kept_confidence
 from autolabel.threshold import CONFIDENCE_LEVELS, threshold_probs
 from autolabel.transforms import normalize_batch
 from models.predict import predict
@@ -92,7 +92,8 @@ def test_labels_equal_in_process_predict_and_threshold(labelled_store, dataset_r
         probs = predict(model, normalize_batch(image), scales=(1.0,), pointrend=True)
         labels, confidence = threshold_probs(probs, 0.0, with_confidence=True)
         np.testing.assert_array_equal(store.read(sample.stem), labels[0].numpy(), err_msg=sample.stem)
-        np.testing.assert_array_equal(store.read_confidence(sample.stem), confidence[0].numpy())
+        kept = kept_confidence(labels[0].numpy(), confidence[0].numpy(), 0.0)
+        np.testing.assert_array_equal(store.read_confidence(sample.stem), kept)  # threshold 0: every pixel labelled
 
 
 def test_rerun_with_same_settings_skips_stored_images(labelled_store, dataset_root, teacher_checkpoint):
