@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import os
+import stat
+import warnings
 from pathlib import Path
 
 import cv2
@@ -15,14 +19,48 @@ class ImageReadError(DatasetError):
     """An image or label file is unreadable, truncated or empty."""
 
 
-def _read_bytes(path: Path) -> np.ndarray:
+MAX_IMAGE_PIXELS = 1 << 27
+"""Largest image decoded (134M pixels, 64x a Cityscapes frame); a header claiming more is refused before any
+memory is taken. Raise it with the AUTOLABEL_MAX_IMAGE_PIXELS environment variable."""
+
+
+def max_image_pixels() -> int:
+    return int(os.environ.get("AUTOLABEL_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS))
+
+
+def read_file_bytes(path: Path) -> bytes:
+    """The bytes of a regular file; a FIFO, device or directory is refused (reading one could block forever)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise ImageReadError(f"{path}: not a regular file")
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     if not data:
         raise ImageReadError(f"{path}: file is empty")
-    return np.frombuffer(data, dtype=np.uint8)
+    return data
+
+
+def _read_bytes(path: Path) -> np.ndarray:
+    return np.frombuffer(read_file_bytes(path), dtype=np.uint8)
+
+
+def check_header_size(data: bytes | np.ndarray, name: str, limit: int | None = None) -> None:
+    """Refuse an image whose header claims more than `limit` pixels (default `max_image_pixels()`), before
+    decoding: a few kB can claim 30000x30000 pixels and take gigabytes to decode."""
+    limit = max_image_pixels() if limit is None else limit
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(bytes(data))) as img:
+                width, height = img.size
+    except Image.DecompressionBombError:
+        raise ImageReadError(f"{name}: its header claims more pixels than images may have") from None
+    except (OSError, SyntaxError, ValueError):
+        return  # not readable as a header: the decoder names the problem
+    if width * height > limit:
+        raise ImageReadError(f"{name}: its header claims {width}x{height} pixels, over the limit of {limit:,} "
+                             "(AUTOLABEL_MAX_IMAGE_PIXELS raises it)")
 
 
 def decode_image(data: bytes | np.ndarray, name: str = "<bytes>") -> np.ndarray:
@@ -30,6 +68,7 @@ def decode_image(data: bytes | np.ndarray, name: str = "<bytes>") -> np.ndarray:
     buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes) else data
     if buf.size == 0:
         raise ImageReadError(f"{name}: file is empty")
+    check_header_size(buf, name)
     bgr = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if bgr is None or bgr.size == 0:
         raise ImageReadError(f"{name}: not a readable image (corrupt or truncated)")
@@ -44,6 +83,8 @@ def image_shape(path: Path) -> tuple[int, int]:
             img.verify()
     except FileNotFoundError as exc:
         raise ImageReadError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except Image.DecompressionBombError:
+        raise ImageReadError(f"{path}: its header claims more pixels than images may have") from None
     except (OSError, SyntaxError, ValueError) as exc:  # PIL's errors for empty, unknown or damaged files
         raise ImageReadError(f"{path}: not a readable image (corrupt or truncated: {exc})") from exc
     return height, width
@@ -56,7 +97,9 @@ def read_image(path: Path) -> np.ndarray:
 
 def read_label(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
     """Read a single-channel label PNG as (H, W) uint8; check it is `shape` when given."""
-    label = cv2.imdecode(_read_bytes(path), cv2.IMREAD_UNCHANGED)
+    data = _read_bytes(path)
+    check_header_size(data, str(path))
+    label = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if label is None or label.size == 0:
         raise ImageReadError(f"{path}: not a readable label map (corrupt or truncated)")
     if label.ndim != 2:

@@ -28,7 +28,7 @@ import torch
 
 from autolabel.codecs import codec_choice
 from autolabel.errors import ConfigError, DatasetError
-from autolabel.images import decode_image
+from autolabel.images import decode_image, read_file_bytes
 from autolabel.layout import Sample, list_samples
 from autolabel.store import LabelStore, Provenance, Status, open_store
 from autolabel.threshold import check_threshold, threshold_probs
@@ -133,7 +133,7 @@ class LabelSummary:
 def decode_row(row: dict[str, Any]) -> dict[str, Any]:
     """Read and decode the image at row["source"]; an unreadable file gets NO_IMAGE and its error."""
     try:
-        data = Path(row["source"]).read_bytes()
+        data = read_file_bytes(row["source"])
         return {**row, "image": decode_image(data, row["source"]), "error": ""}
     except (OSError, DatasetError) as exc:
         return {**row, "image": NO_IMAGE, "error": str(exc)}

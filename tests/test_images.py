@@ -1,3 +1,7 @@
+import os
+import struct
+import zlib
+
 import cv2
 import numpy as np
 import pytest
@@ -65,3 +69,28 @@ def test_a_16_bit_label_png_is_refused_instead_of_wrapped(tmp_path):
     cv2.imwrite(str(path), np.full((4, 4), 300, np.uint16))
     with pytest.raises(DatasetError, match="8-bit"):
         read_label(path)
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A small PNG whose header claims width x height pixels (a decompression bomb's header)."""
+    png = bytearray(encode_png(np.zeros((1, 1), np.uint8)))
+    ihdr = 12  # 8-byte signature, 4-byte chunk length
+    png[ihdr + 4: ihdr + 12] = struct.pack(">II", width, height)
+    png[ihdr + 17: ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(png[ihdr: ihdr + 17])))
+    return bytes(png)
+
+
+def test_an_image_whose_header_claims_too_many_pixels_is_refused_before_decoding(tmp_path):
+    path = tmp_path / "bomb_leftImg8bit.png"
+    path.write_bytes(_png_claiming(30000, 30000))
+    with pytest.raises(ImageReadError, match="header claims"):
+        read_image(path)
+    with pytest.raises(ImageReadError, match="header claims"):
+        image_shape(path)
+
+
+def test_a_fifo_is_refused_as_not_a_regular_file_instead_of_blocking(tmp_path):
+    path = tmp_path / "pipe_leftImg8bit.png"
+    os.mkfifo(path)
+    with pytest.raises(ImageReadError, match="not a regular file"):
+        read_image(path)
