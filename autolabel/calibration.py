@@ -99,7 +99,6 @@ class Calibration:
     def threshold_for(self, target_accuracy: float) -> ThresholdPoint | None:
         """The lowest grid threshold whose kept pixels reach `target_accuracy` (the most coverage at that
         accuracy), or None when no threshold of the grid reaches it."""
-        check_target_accuracy(target_accuracy)
         for t in THRESHOLD_GRID:
             point = self.point(t)
             if point.kept and point.accuracy >= target_accuracy:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from autolabel.errors import ConfigError
 from autolabel.images import read_image, read_label
 from autolabel.labels import IGNORE, to_train_ids
 from autolabel.layout import list_samples
@@ -52,3 +53,12 @@ def test_split_without_fine_labels_is_a_named_error(root, teacher_checkpoint):
 
     with pytest.raises(DatasetError, match="train_extra"):
         calibrate(evaluate_config(root, teacher_checkpoint, "train_extra", scales=(1.0,)))
+
+
+@pytest.mark.parametrize("target", [0.0, 1.5, float("nan")])
+def test_a_target_accuracy_outside_0_1_is_refused_before_any_prediction(root, teacher_checkpoint, target):
+    def no_model():
+        raise AssertionError("predicted before checking the target")
+
+    with pytest.raises(ConfigError, match="target accuracy"):
+        calibrate(evaluate_config(root, teacher_checkpoint, "val"), target_accuracy=target, model=no_model)
