@@ -286,6 +286,16 @@ def summarize(store: LabelStore, total: int, done: int, skipped: int, failed: di
     )
 
 
+def check_cluster_gpus(gpus_per_worker: float) -> None:
+    """A ConfigError when actors ask for GPUs the running Ray cluster does not have (they would wait forever)."""
+    import ray
+
+    have = ray.cluster_resources().get("GPU", 0)
+    if gpus_per_worker > have:
+        raise ConfigError(f"--gpus-per-worker {gpus_per_worker:g} asks for more GPUs than the Ray cluster has "
+                          f"({have:g}); use 0 to label on CPUs or join GPU nodes")
+
+
 def label(config: LabelConfig, *, progress: LabelProgress | None = None, labeler: type[Labeler] = Labeler) -> LabelSummary:
     """Label every image of `config.split` with the teacher into the label store `config.out`.
 
@@ -309,6 +319,7 @@ def label(config: LabelConfig, *, progress: LabelProgress | None = None, labeler
     todo = [s for s in samples if s.stem not in stored]
     log.info("%s: %d of %d images of %s to label", store.url, len(todo), len(samples), config.split)
     with ray_session(config.address) as cpus:
+        check_cluster_gpus(config.gpus_per_worker)
         settings = InferenceSettings(
             options=options, threshold=config.threshold, keep_confidence=config.keep_confidence,
             device="cuda" if config.gpus_per_worker > 0 else "cpu",

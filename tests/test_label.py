@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from autolabel.errors import StoreError
+from autolabel.errors import ConfigError, StoreError
 from autolabel.images import encode_png, read_image
 from autolabel.labels import IGNORE
 from autolabel.layout import list_samples
@@ -243,3 +243,8 @@ def test_group_by_shape_batches_same_sizes_and_leaves_out_failures():
     images = [np.zeros((4, 8, 3)), np.zeros((6, 8, 3)), np.zeros((0, 0, 3)), np.zeros((4, 8, 3))]
     groups = group_by_shape(images, ["", "", "file is empty", ""])
     assert groups == {(4, 8, 3): [0, 3], (6, 8, 3): [1]}
+
+
+def test_gpus_the_cluster_lacks_are_refused_instead_of_waited_for(ray_address, dataset_root, teacher_checkpoint, tmp_path):
+    with pytest.raises(ConfigError, match="more GPUs than the Ray cluster has"):
+        label(label_config(dataset_root, teacher_checkpoint, tmp_path / "gpu.zarr", gpus_per_worker=1))
