@@ -45,6 +45,10 @@ class TeacherConfig:
     scale_loss_weight: float = 0.0
     """Weight of the optional per-scale supervision (the reference uses 0.05 when enabled)."""
     point_loss_weight: float = 1.0
+    hard_pixel_fraction: float = 1.0
+    """Share of the labelled pixels with the highest loss that the segmentation terms average (1.0: all)."""
+    class_balance: float = 0.0
+    """Weigh each class in the segmentation terms by its batch pixel frequency ** -class_balance (0: off)."""
     input: InputConfig = InputConfig()
     """The input normalisation the weights were trained with (another one for converted teachers)."""
     fusion: str = "feature"
@@ -135,14 +139,12 @@ class Teacher(nn.Module):
             joint_aux = fuse_pair(lo.aux_logits, hi.aux_logits, lo.attention)
         else:
             joint, joint_aux = hi.logits, hi.aux_logits
-        terms = {
-            "seg": segmentation_loss(joint, labels),
-            "aux": cfg.aux_weight * segmentation_loss(joint_aux, labels),
-        }
+        def seg_loss(logits: torch.Tensor) -> torch.Tensor:
+            return segmentation_loss(logits, labels, cfg.hard_pixel_fraction, cfg.class_balance)
+
+        terms = {"seg": seg_loss(joint), "aux": cfg.aux_weight * seg_loss(joint_aux)}
         if cfg.use_mscale and cfg.scale_loss_weight > 0:
-            terms["scales"] = cfg.scale_loss_weight * (
-                segmentation_loss(lo.logits, labels) + segmentation_loss(hi.logits, labels)
-            )
+            terms["scales"] = cfg.scale_loss_weight * (seg_loss(lo.logits) + seg_loss(hi.logits))
         if cfg.use_pointrend:
             coords, point_labels = point_train_targets(joint.detach(), labels, cfg.pointrend)
             point_logits = predict_points(self.point_head, hi.fine, joint, coords)  # (N, K, P)
