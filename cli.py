@@ -368,6 +368,9 @@ def train(
              "frozen with its BatchNorm statistics; e.g. point_head,attention for a converted teacher.")] = None,
     split: Annotated[str, typer.Option(help="Fine-labelled split to train on.")] = "train",
     class_uniform: Annotated[float, typer.Option(help="Fraction of crops centred on class centroids.")] = 0.5,
+    class_balance: Annotated[float, typer.Option(
+        min=0.0, help="Loss weight of each class: its share of the batch's pixels to the power -B, so rare, thin "
+                      "classes count (0.5: a class 100x rarer weighs 10x); 0: plain cross-entropy.")] = 0.5,
     checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N iterations.")] = 200,
     loader_workers: Annotated[int, typer.Option(help="Data-loading processes per worker (0: in the training process).")] = 0,
     fine_fraction: Annotated[Optional[float], typer.Option(help="With --samples: share of fine samples per epoch.")] = None,
@@ -383,7 +386,8 @@ def train(
                          eval_every=eval_every, workers=workers, device=device.value, samples=samples,
                          init=None if init is None else str(init),
                          train_only=None if train_only is None else tuple(train_only.split(",")),
-                         split=split, class_uniform=class_uniform, checkpoint_every=checkpoint_every, seed=seed,
+                         split=split, class_uniform=class_uniform, class_balance=class_balance,
+                         checkpoint_every=checkpoint_every, seed=seed,
                          loader_workers=loader_workers, fine_fraction=fine_fraction, coarse_rare_only=coarse_rare_only)
     _train(config, address)
 

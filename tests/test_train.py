@@ -250,3 +250,19 @@ def test_a_non_finite_weight_is_refused_before_anything_is_saved(tmp_path):
         model.weight[0, 0] = float("nan")
     with pytest.raises(TrainingError, match="weight became non-finite at iteration 7"):
         check_finite(model, 7)
+
+
+def test_class_balance_reaches_the_trained_network_and_its_checkpoint(root, tmp_path):
+    model = train(quick_config(root, tmp_path / "run", iters=1, class_balance=0.25))
+    assert TeacherConfig.from_dict(load_checkpoint(model).config).class_balance == 0.25
+
+
+def test_a_student_trains_with_its_own_class_balance_not_its_teachers(root, tmp_path):
+    teacher = train(quick_config(root, tmp_path / "teacher", iters=1, class_balance=0.0))
+    student = train(quick_config(root, tmp_path / "student", iters=1, init=str(teacher), class_balance=0.5))
+    assert TeacherConfig.from_dict(load_checkpoint(student).config).class_balance == 0.5
+
+
+def test_a_negative_class_balance_is_refused(root, tmp_path):
+    with pytest.raises(ConfigError, match="class_balance"):
+        quick_config(root, tmp_path / "run", class_balance=-1.0)
