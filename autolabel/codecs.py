@@ -16,7 +16,8 @@ Every map is one chunk, compressed whole (the unit that wins against PNG; see be
     jpegxl  JPEG XL lossless (libjxl through imagecodecs) as "autolabel.jpegxl": no smaller than
             webp's packed rows, and an order of magnitude slower to encode and decode
 
-The image codecs take a chunk whose last two axes are the map (H, W); every other axis has length 1.
+The image codecs take a chunk whose last two axes are the map (H, W); every other axis has length 1. A chunk
+that decodes to an image of another size raises ChunkShapeError instead of being cropped or padded.
 """
 
 from __future__ import annotations
@@ -43,6 +44,17 @@ WEBP_QUALITY = 50
 WEBP_ROWS = (1, 4)
 """Map rows per WebP pixel row: 4 (RGBA) for new arrays, 1 (grey as RGB) in stores written before."""
 WEBP_PACKED_ROWS = 4
+
+
+class ChunkShapeError(ValueError):
+    """A chunk decodes to an image of another size than its array's chunks (e.g. another image's chunk)."""
+
+
+def check_decoded_shape(codec_name: str, decoded: tuple[int, ...], expected: tuple[int, ...]) -> None:
+    """Raise ChunkShapeError when an image codec decoded a `decoded` image where `expected` belongs."""
+    if tuple(decoded) != tuple(expected):
+        raise ChunkShapeError(f"{codec_name} chunk decodes to {'x'.join(map(str, decoded))}, expected "
+                              f"{'x'.join(map(str, expected))}")
 
 
 class _ImageCodec(ArrayBytesCodec):
@@ -84,6 +96,7 @@ class _ImageCodec(ArrayBytesCodec):
 
     def _decode_sync(self, chunk_bytes: Buffer, chunk_spec: ArraySpec) -> NDBuffer:
         plane = self._decode_plane(chunk_bytes.to_bytes(), chunk_spec.shape[-2:])
+        check_decoded_shape(self.codec_name, plane.shape, chunk_spec.shape[-2:])
         return chunk_spec.prototype.nd_buffer.from_numpy_array(plane.reshape(chunk_spec.shape))
 
     async def _encode_single(self, chunk_array: NDBuffer, chunk_spec: ArraySpec) -> Buffer:
@@ -128,7 +141,9 @@ class WebpCodec(_ImageCodec):
                                        method=self.level)
 
     def _decode_plane(self, data: bytes, shape: tuple[int, int]) -> np.ndarray:
-        return unpack_rows(imagecodecs.webp_decode(data, hasalpha=self.rows == 4), self.rows, shape[0])
+        image = imagecodecs.webp_decode(data, hasalpha=self.rows == 4)  # (ceil(H / rows), W, C)
+        check_decoded_shape(self.codec_name, image.shape[:2], (-(-shape[0] // self.rows), shape[1]))
+        return unpack_rows(image, self.rows, shape[0])
 
 
 def pack_rows(plane: np.ndarray, rows: int) -> np.ndarray:
