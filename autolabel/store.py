@@ -10,16 +10,25 @@
                                             stores; see kept_confidence), fill 0
     {url}/records/{image_id}.json           the record of an image written since the last manifest
     {url}/manifest.parquet                  one row per image (MANIFEST_SCHEMA: provenance, counts,
-                                            centroids, status): the index every reader starts from
+                                            centroids, status, chunk checksums): the index every reader
+                                            starts from
 
     bytes per image = (maps + zarr.json documents + manifest) / images; the metadata is a fixed ~8 kB
-    (documents, the manifest's Parquet footer) plus 8-40 B per image in the manifest
+    (documents, the manifest's Parquet footer) plus 8-40 B per image in the manifest, and 4 B per map
+    for its checksum
 
 A reader finds an image through the index: the manifest, overlaid by the records written since it (a
 run cut short leaves them; `write_manifest` folds them in and deletes them). The fold replaces the
 manifest atomically before it deletes the records it holds, so a crash at any point leaves every
 image in the manifest or in a record; only the records are ever deleted, and only once folded.
 Other zarr readers open `labels/{city}/{H}x{W}` and read [seq, frame].
+
+Checksums: a record holds the CRC-32 of each of its image's chunks as stored (labels_crc32,
+confidence_crc32; a map that is all fill value has no chunk, and the checksum of no bytes, 0). Every
+read checks the chunk against it first, so a chunk altered, truncated or deleted on disk is a
+CorruptImageError naming the image, never a wrong map; `find_corrupt` checks many images from their
+chunk bytes alone (no decoding), which is how `autolabel verify` and a resumed run find them.
+Records written before checksums have none: their chunks are only checked to decode (autolabel.verify).
 
 Concurrency: a writer touches only its image's chunks and record file, and creates the array of a new
 (city, size) with the same metadata any other writer would, so any number of processes may write
@@ -39,6 +48,8 @@ import json
 import logging
 import math
 import os
+import zlib
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -56,7 +67,7 @@ from zarr.core.sync import sync
 from zarr.errors import ContainsArrayError, NodeNotFoundError
 from zarr.storage import FsspecStore, LocalStore
 
-from autolabel.codecs import DEFAULT_CODEC, CodecChoice, codec_choice
+from autolabel.codecs import DEFAULT_CODEC, ChunkShapeError, CodecChoice, codec_choice
 from autolabel.dataset import class_centroids
 from autolabel.errors import StoreError
 from autolabel.labels import IGNORE, NUM_CLASSES
@@ -82,6 +93,55 @@ class ImageNotStoredError(StoreError, LookupError):
 
 class ProvenanceMismatchError(StoreError):
     """The store was made with another teacher checkpoint, labelling settings or codec."""
+
+
+class Fault(str, enum.Enum):
+    """How a stored chunk fails its check."""
+
+    MISSING = "chunk missing"
+    CHECKSUM = "checksum mismatch"
+    UNDECODABLE = "does not decode"
+    SHAPE = "wrong shape"
+    COUNTS = "class counts differ from the record"
+    """Only for records without checksums, whose maps are decoded and counted instead."""
+
+
+@dataclass(frozen=True)
+class Corruption:
+    """What is wrong with one stored image: which of its maps (LABELS / CONFIDENCE), how, and the details."""
+
+    image_id: str
+    group: str
+    fault: Fault
+    detail: str = ""
+
+    @property
+    def reason(self) -> str:
+        return f"{self.group} {self.fault.value}" + (f" ({self.detail})" if self.detail else "")
+
+
+class CorruptImageError(StoreError):
+    """A stored map's chunk is missing, altered or does not decode; the message names the image (and how many
+    `others` are corrupt too) and the fix."""
+
+    def __init__(self, url: str, corruption: Corruption, others: int = 0) -> None:
+        self.url, self.corruption, self.others = url, corruption, others
+        also = f" and {others} other images are" if others else " is"
+        super().__init__(f"{url}: image {corruption.image_id}{also} corrupt ({corruption.reason}); run `autolabel "
+                         f"verify {url} --repair`, then rerun the label (or import) command that wrote the store to "
+                         "write them again")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (CorruptImageError, (self.url, self.corruption, self.others))
+
+
+NO_CHUNK_CHECKSUM = zlib.crc32(b"")
+"""The checksum of a map that has no chunk: zarr stores none for a map that is all fill value."""
+
+
+def chunk_checksum(data: bytes | None) -> int:
+    """The CRC-32 of a chunk's stored bytes; None (no chunk) has NO_CHUNK_CHECKSUM."""
+    return zlib.crc32(data or b"")
 
 
 class Status(str, enum.Enum):
@@ -157,6 +217,14 @@ class ImageRecord:
     class_pixels: tuple[int, ...] | None = None
     centroids: tuple[Centroid, ...] | None = None
     error: str | None = None
+    labels_crc32: int | None = None
+    """CRC-32 of the labels chunk as stored (chunk_checksum); None in records written before checksums."""
+    confidence_crc32: int | None = None
+    """The same for the confidence chunk (keep_confidence stores)."""
+
+    def checksum(self, group: str) -> int | None:
+        """The recorded checksum of the chunk of `group` (LABELS / CONFIDENCE)."""
+        return self.labels_crc32 if group == LABELS else self.confidence_crc32
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -204,14 +272,41 @@ MANIFEST_SCHEMA = pa.schema(
         ("class_pixels", pa.list_(pa.int64(), NUM_CLASSES)),
         ("centroids", CENTROIDS_TYPE),
         ("error", pa.string()),
+        ("labels_crc32", pa.uint32()),
+        ("confidence_crc32", pa.uint32()),
     ]
 )
-"""Manifest columns: the ImageRecord fields, in order; timestamps as UTC."""
+"""Manifest columns: the ImageRecord fields, in order; timestamps as UTC. Manifests written before the checksums
+lack their columns; reading gives them nulls (see conform_manifest)."""
 MANIFEST_PARQUET = {"compression": "zstd", "compression_level": 19, "use_dictionary": False,
                     "write_statistics": False, "store_schema": False}
 """How the manifest is written: 8-40 bytes per image (fewer where counts and centroids repeat) and a fixed ~6.5 kB,
 mostly the footer's column chunks. Dictionaries doubled the bytes per image; the stored Arrow schema cost 1.6 kB
 (reading restores it by casting to MANIFEST_SCHEMA)."""
+
+
+def conform_manifest(table: pa.Table) -> pa.Table:
+    """A manifest read from disk with MANIFEST_SCHEMA: the columns an older autolabel did not write as nulls."""
+    for column in MANIFEST_SCHEMA:
+        if column.name not in table.column_names:
+            table = table.append_column(column.name, pa.nulls(table.num_rows, column.type))
+    return table.select(MANIFEST_SCHEMA.names).cast(MANIFEST_SCHEMA)
+
+
+def chunk_fault(record: ImageRecord, group: str, data: bytes | None) -> Corruption | None:
+    """What is wrong with the stored chunk `data` (None: absent) of `record`'s map `group`, judged by its recorded
+    checksum; without one (an older record) only a missing labels chunk of a map with labelled pixels is."""
+    recorded = record.checksum(group)
+    if recorded is None:
+        if data is None and group == LABELS and record.labelled_fraction:
+            return Corruption(record.image_id, group, Fault.MISSING, "the record counts labelled pixels")
+        return None
+    if data is None and recorded != NO_CHUNK_CHECKSUM:
+        return Corruption(record.image_id, group, Fault.MISSING)
+    actual = chunk_checksum(data)
+    if actual != recorded:
+        return Corruption(record.image_id, group, Fault.CHECKSUM, f"crc32 {actual:08x}, recorded {recorded:08x}")
+    return None
 
 
 def _now() -> str:
@@ -267,6 +362,31 @@ def array_path(group: str, city: str, height: int, width: int) -> str:
 def chunk_key(seq: int, frame: int) -> str:
     """The key of image [seq, frame]'s chunk in its array: one flat file per image."""
     return f"c.{seq}.{frame}.0.0"
+
+
+def _chunk_path(group: str, image_id: str, height: int, width: int) -> str:
+    """The store key of image `image_id`'s chunk in its array of `group`."""
+    city, seq, frame = stem_parts(image_id)
+    return f"{array_path(group, city, height, width)}/{chunk_key(seq, frame)}"
+
+
+def _record_chunk_path(group: str, record: ImageRecord) -> str:
+    return _chunk_path(group, record.image_id, record.height, record.width)
+
+
+FETCH_CONCURRENCY = 64
+"""Most chunk reads in flight at once when many images are checked."""
+
+
+async def _gather(coroutines: Sequence[Coroutine[Any, Any, Any]]) -> list[Any]:
+    """The results of `coroutines`, at most FETCH_CONCURRENCY running at once."""
+    limit = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+    async def limited(coroutine: Coroutine[Any, Any, Any]) -> Any:
+        async with limit:
+            return await coroutine
+
+    return await asyncio.gather(*(limited(c) for c in coroutines))
 
 
 def _zarr_store(url: str, read_only: bool, storage_options: dict[str, Any] | None) -> Store:
@@ -428,7 +548,8 @@ class LabelStore:
 
         `confidence` (H, W) uint8 is required by stores created with keep_confidence and refused by
         others (see autolabel.threshold for what it holds). The record carries the class pixel counts
-        and class centroids, so readers of the index need not read the map.
+        and class centroids, so readers of the index need not read the map, and the checksum of each chunk as
+        stored (read back once written).
         """
         self._check_writable()
         city, seq, frame = stem_parts(image_id)
@@ -437,9 +558,11 @@ class LabelStore:
         self._check_confidence(image_id, labels.shape, confidence)
         height, width = labels.shape
         self._array(LABELS, city, height, width, create=True)[seq, frame] = labels
+        checksums = {"labels_crc32": self._stored_checksum(_chunk_path(LABELS, image_id, height, width))}
         if confidence is not None:
             kept = kept_confidence(labels, confidence, self.provenance.threshold)
             self._array(CONFIDENCE, city, height, width, create=True)[seq, frame] = kept
+            checksums["confidence_crc32"] = self._stored_checksum(_chunk_path(CONFIDENCE, image_id, height, width))
         record = ImageRecord(
             **self._provenance_fields(image_id, source, Status.DONE, started),
             height=height,
@@ -448,6 +571,7 @@ class LabelStore:
             mean_confidence=mean_confidence,
             class_pixels=counts,
             centroids=tuple((c, y, x) for c, (y, x) in sorted(class_centroids(labels).items())),
+            **checksums,
         )
         self._write_record(record)
         return record
@@ -482,26 +606,53 @@ class LabelStore:
     # -- reading --------------------------------------------------------------------------
 
     def read(self, image_id: str) -> np.ndarray:
-        """The (H, W) uint8 labels of a complete image."""
-        return self._image_array(LABELS, image_id)[1]
+        """The (H, W) uint8 labels of a complete image; a CorruptImageError when its chunk fails its check."""
+        return self._checked_map(LABELS, self.record(image_id))
 
     def read_window(self, image_id: str, y0: int, y1: int, x0: int, x1: int) -> np.ndarray:
-        """Labels [y0:y1, x0:x1] (y1-y0, x1-x0) of a complete image."""
+        """Labels [y0:y1, x0:x1] (y1-y0, x1-x0) of a complete image, checked as `read` checks them."""
         record = self.record(image_id)
         if not (0 <= y0 < y1 <= record.height and 0 <= x0 < x1 <= record.width):
             raise StoreError(f"{self.url}: window y[{y0}:{y1}] x[{x0}:{x1}] is outside {image_id} "
                              f"({record.height}x{record.width})")
-        _, seq, frame = stem_parts(image_id)
-        array = self._array(LABELS, *self._location(record))
-        return array[seq, frame, y0:y1, x0:x1]
+        return self._checked_map(LABELS, record, (slice(y0, y1), slice(x0, x1)))
 
     def read_confidence(self, image_id: str) -> np.ndarray:
         """The (H, W) uint8 confidence steps of a complete image as kept (see kept_confidence), 0 where
-        unlabelled (keep_confidence stores)."""
+        unlabelled (keep_confidence stores); checked as `read` checks the labels."""
         if not self.provenance.keep_confidence:
             raise StoreError(f"{self.url}: created without keep_confidence; no confidence maps")
-        kept = self._image_array(CONFIDENCE, image_id)[1]
+        kept = self._checked_map(CONFIDENCE, self.record(image_id))
         return np.where(self.read(image_id) == IGNORE, np.uint8(0), kept)
+
+    def find_corrupt(self, records: Iterable[ImageRecord]) -> list[Corruption]:
+        """The first fault (chunk_fault) of each complete image of `records` whose chunks fail their checksums
+        or whose array is gone: one small read per map, none decoded."""
+        checks = [(r, g) for r in records if r.status == Status.DONE for g in self.groups]
+        missing = self._missing_arrays({self._array_path(g, r) for r, g in checks})
+        chunks = sync(_gather([self._chunk_bytes(_record_chunk_path(g, r)) for r, g in checks]))
+        found: dict[str, Corruption] = {}
+        for (record, group), data in zip(checks, chunks):
+            fault = (self._array_gone(group, record) if self._array_path(group, record) in missing
+                     else chunk_fault(record, group, data))
+            if fault is not None:
+                found.setdefault(record.image_id, fault)
+        return list(found.values())
+
+    def intact_ids(self) -> set[str]:
+        """Ids of the complete images whose chunks pass find_corrupt: what a resumed run keeps. It writes the
+        others again; each is named in a warning."""
+        index = self._lookup(refresh=True)
+        done = index.ids(Status.DONE)
+        corrupt = self.find_corrupt(index.get(image_id) for image_id in sorted(done))
+        for c in corrupt:
+            log.warning("%s: %s is corrupt (%s); it is written again", self.url, c.image_id, c.reason)
+        return done - {c.image_id for c in corrupt}
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The maps each image has: LABELS, and CONFIDENCE in keep_confidence stores."""
+        return (LABELS, CONFIDENCE) if self.provenance.keep_confidence else (LABELS,)
 
     def record(self, image_id: str) -> ImageRecord:
         """The record of a complete image."""
@@ -613,14 +764,46 @@ class LabelStore:
     def _location(self, record: ImageRecord) -> tuple[str, int, int]:
         return stem_parts(record.image_id)[0], record.height, record.width
 
-    def _image_array(self, group: str, image_id: str) -> tuple[ImageRecord, np.ndarray]:
-        record = self.record(image_id)
-        _, seq, frame = stem_parts(image_id)
+    def _array_path(self, group: str, record: ImageRecord) -> str:
+        return array_path(group, *self._location(record))
+
+    def _array_gone(self, group: str, record: ImageRecord) -> Corruption:
+        path = self._array_path(group, record)
+        return Corruption(record.image_id, group, Fault.MISSING, f"its array {path} is missing")
+
+    def _missing_arrays(self, paths: set[str]) -> set[str]:
+        """Those of the array `paths` that have no metadata document."""
+        ordered = sorted(paths)
+        present = sync(_gather([self._zstore.exists(f"{path}/{METADATA_KEY}") for path in ordered]))
+        return {path for path, there in zip(ordered, present) if not there}
+
+    async def _chunk_bytes(self, key: str) -> bytes | None:
+        """The stored bytes of the chunk at `key`; None when there is none."""
+        buffer = await self._zstore.get(key, prototype=default_buffer_prototype())
+        return None if buffer is None else buffer.to_bytes()
+
+    def _stored_checksum(self, key: str) -> int:
+        return chunk_checksum(sync(self._chunk_bytes(key)))
+
+    def _checked_map(self, group: str, record: ImageRecord,
+                     window: tuple[slice, slice] = (slice(None), slice(None))) -> np.ndarray:
+        """The map `group` of a complete image ([window]), its chunk checked against the record before it is
+        decoded: a CorruptImageError names the image when the chunk is missing, altered or does not decode."""
+        _, seq, frame = stem_parts(record.image_id)
         try:
             array = self._array(group, *self._location(record))
-        except (NodeNotFoundError, FileNotFoundError) as exc:
-            raise StoreError(f"{self.url}: the index holds {image_id} but its {group} array is missing") from exc
-        return record, array[seq, frame]
+        except (NodeNotFoundError, FileNotFoundError):
+            raise CorruptImageError(self.url, self._array_gone(group, record)) from None
+        fault = chunk_fault(record, group, sync(self._chunk_bytes(_record_chunk_path(group, record))))
+        if fault is not None:
+            raise CorruptImageError(self.url, fault)
+        try:
+            return array[(seq, frame, *window)]
+        except ChunkShapeError as exc:
+            raise CorruptImageError(self.url, Corruption(record.image_id, group, Fault.SHAPE, str(exc))) from None
+        except (RuntimeError, ValueError) as exc:  # what zstd, libwebp and libjxl raise on bytes they cannot decode
+            corruption = Corruption(record.image_id, group, Fault.UNDECODABLE, f"{type(exc).__name__}: {exc}")
+            raise CorruptImageError(self.url, corruption) from None
 
     def _lookup(self, refresh: bool) -> _Index:
         if self._index is None or refresh:
@@ -652,7 +835,7 @@ class LabelStore:
             if missing_ok:
                 return _empty_index()
             raise StoreError(f"{self.manifest_url}: no manifest yet (write_manifest() makes it)")
-        return pq.read_table(pa.BufferReader(buffer.to_bytes())).cast(MANIFEST_SCHEMA)
+        return conform_manifest(pq.read_table(pa.BufferReader(buffer.to_bytes())))
 
     async def _delete_chunks(self, image_id: str) -> None:
         """Delete the chunks of `image_id` in the arrays of every size of its city."""
