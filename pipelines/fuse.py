@@ -17,7 +17,7 @@ from autolabel.fused import write_samples
 from autolabel.images import image_shape, read_label
 from autolabel.labels import to_train_ids
 from autolabel.layout import Sample, list_samples
-from autolabel.store import LabelStore, Status, class_pixels
+from autolabel.store import CorruptImageError, LabelStore, Status, class_pixels
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,12 @@ def _png_rows(root: Path, split: str, source_dir: str, source: str) -> list[dict
 
 
 def _store_rows(store: LabelStore) -> tuple[list[dict], list[str]]:
-    """Rows of the store's stored images, from its index alone (class counts and centroids are recorded when
-    an image is written), and the ids of its failed images."""
+    """Rows of the store's stored images, from its index (class counts and centroids are recorded when an image
+    is written), and the ids of its failed images. A CorruptImageError names the images whose chunks fail their
+    checksums (read, not decoded), which training could not read."""
+    corrupt = store.find_corrupt(store.records())
+    if corrupt:
+        raise CorruptImageError(store.url, corrupt[0], others=len(corrupt) - 1)
     index = store.index()
     done = index.filter(pc.equal(index["status"], Status.DONE.value))
     rows = [{
@@ -74,8 +78,9 @@ def fuse(
     """Write the fused sample table: fine `fine_split` + auto labels of `labels` (+ gtCoarse of `coarse_split`).
 
     Paths are written absolute, so training reads the samples from any directory or Ray worker. The auto rows
-    come from the store's index, without reading a label map. Auto-labels that failed are left out and listed;
-    so are images of `coarse_split` missing from the store.
+    come from the store's index, without decoding a label map; a store with corrupt maps is refused (see
+    _store_rows). Auto-labels that failed are left out and listed; so are images of `coarse_split` missing from
+    the store.
     """
     if labels is None and not coarse_gt:
         raise ConfigError("nothing to fuse with the fine labels: give a label store, --coarse-gt, or both")

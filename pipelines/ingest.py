@@ -37,14 +37,14 @@ def import_labels(
     codec: str | None = None,
 ) -> IngestSummary:
     """Store every `source` label map of `split` (as train ids) with their class counts and centroids; reruns
-    skip images already stored. `codec` (autolabel.codecs) compresses a new store's maps (None: the default,
-    or the codec of the store being resumed)."""
+    skip images already stored, except those whose stored chunks fail their checksums. `codec` (autolabel.codecs)
+    compresses a new store's maps (None: the default, or the codec of the store being resumed)."""
     samples = [s for s in list_samples(Path(root), split, source, require_labels=False) if s.label is not None]
     if not samples:
         raise DatasetError(f"{root}: split {split!r} has no {source} label files")
     provenance = import_provenance(source)
     store = open_store(out, provenance, overwrite, codec)
-    done = store.completed_ids()
+    done = store.intact_ids()
     written, failed = 0, {}
     for i, sample in enumerate(samples):
         if sample.stem not in done:

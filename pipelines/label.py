@@ -8,7 +8,8 @@
 
 The store's provenance (checkpoint sha256, scales, threshold, PointRend, keep_confidence) is fixed
 when it is created; a rerun with the same settings labels only the images that are not complete,
-so a run killed at any moment is finished by running it again.
+so a run killed at any moment is finished by running it again. Complete images whose stored chunks
+no longer match their checksums (LabelStore.intact_ids) count as not complete.
 """
 
 from __future__ import annotations
@@ -300,9 +301,10 @@ def check_cluster_gpus(gpus_per_worker: float) -> None:
 def label(config: LabelConfig, *, progress: LabelProgress | None = None, labeler: type[Labeler] = Labeler) -> LabelSummary:
     """Label every image of `config.split` with the teacher into the label store `config.out`.
 
-    Resumes a store made with the same checkpoint and settings (only incomplete or failed images are labelled
-    again). Unreadable images are recorded as failed and named in the summary; the job goes on. `labeler` may be
-    a subclass of Labeler that changes how a batch is labelled.
+    Resumes a store made with the same checkpoint and settings (only incomplete, failed or corrupt images are
+    labelled again; corrupt: a stored chunk that no longer matches its recorded checksum). Unreadable images are
+    recorded as failed and named in the summary; the job goes on. `labeler` may be a subclass of Labeler that
+    changes how a batch is labelled.
     """
     root, checkpoint = Path(config.root).resolve(), Path(config.checkpoint).resolve()  # workers run elsewhere
     options = config.predict
@@ -316,7 +318,7 @@ def label(config: LabelConfig, *, progress: LabelProgress | None = None, labeler
     provenance = Provenance(ckpt.sha256, options.scales, config.threshold, options.pointrend,
                             config.keep_confidence, options.flip)
     store = open_store(config.out, provenance, config.overwrite, config.codec)
-    stored = store.completed_ids()
+    stored = store.intact_ids()
     todo = [s for s in samples if s.stem not in stored]
     log.info("%s: %d of %d images of %s to label", store.url, len(todo), len(samples), config.split)
     with ray_session(config.address) as cpus:

@@ -30,7 +30,8 @@ def rethreshold(store_url: str | Path, out: str | Path, *, threshold: float, ove
     No teacher runs: a pixel stays labelled only where its stored confidence exceeds `threshold` (exact at
     0.5, 0.7 and 0.9, see autolabel.store.kept_confidence). The new store uses `codec`, default the source's.
     A lower threshold than the store's is refused (the dropped pixels' classes are gone). The new
-    store keeps the confidence maps, so it can be re-thresholded again; reruns resume it.
+    store keeps the confidence maps, so it can be re-thresholded again; reruns resume it (writing again the
+    images whose chunks in it fail their checksums).
     """
     threshold = check_threshold(threshold)
     source = LabelStore.open(store_url)
@@ -43,7 +44,7 @@ def rethreshold(store_url: str | Path, out: str | Path, *, threshold: float, ove
                          "pixels under the store's threshold have no class left to restore")
     target = open_store(out, replace(old, threshold=threshold), overwrite, codec or source.codec.name)
     records = source.records()
-    stored = target.completed_ids()
+    stored = target.intact_ids()
     todo = [r for r in records if r.image_id not in stored]
     tic, done, failed = time.perf_counter(), 0, {}
     for record in todo:
