@@ -336,6 +336,53 @@ def _inspect(store_url: str, json_: bool, overlay: str | None, png: Path | None)
         stdout.print(storage_table(report))
 
 
+# --------------------------------------------------------------------------- verify
+@command
+def verify(
+    store: Annotated[str, typer.Argument(help="Label store (path or fsspec URL).")],
+    repair: Annotated[bool, typer.Option(
+        help="Record each corrupt image as failed (its chunks deleted), so that rerunning the `label` (or `import`) "
+             "command that made STORE writes it again. Run it while nothing else writes to STORE.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check every stored map of a label store against its record, and name the corrupt images.
+
+    Each image's chunks are read (not decoded) and their CRC-32 compared with the one recorded when they were
+    written: a chunk deleted, truncated or altered on disk is found, with its reason (chunk missing, checksum
+    mismatch). Images recorded by an autolabel that kept no checksums are decoded instead, and must have their
+    recorded size and class counts (reasons: does not decode, wrong shape, class counts differ).
+
+    Exits 1 when corrupt images are found and not repaired; 0 when none are, or --repair marked them. A corrupt
+    image also makes `inspect`, `export`, `fuse` and training stop with an error naming it; `label` on the same
+    store writes corrupt images again by itself.
+    """
+    _verify(store, repair, json_)
+
+
+def _verify(store_url: str, repair: bool, json_: bool) -> None:
+    from autolabel.verify import verify as run_verify
+
+    with progress_bar() as bar:
+        task = bar.add_task("verify", total=None)
+        report = run_verify(store_url, repair, progress=lambda done, total: bar.update(task, completed=done,
+                                                                                      total=total))
+    if json_:
+        print_json(report.to_dict())
+    else:
+        for corruption in report.corrupt:
+            console.print(f"  corrupt {corruption.image_id}: {corruption.reason}", highlight=False, soft_wrap=True)
+        decoded = f", {len(report.decoded)} decoded (recorded without checksums)" if report.decoded else ""
+        repaired = ("; recorded as failed: rerun the label (or import) command that made the store to write them "
+                    "again") if report.repaired else ""
+        console.print(f"{report.store}: {len(report.ok)} ok{decoded}, {len(report.corrupt)} corrupt{repaired}",
+                      highlight=False, soft_wrap=True)
+    if report.corrupt and not report.repaired:
+        if not json_:
+            console.print(f"[red]{len(report.corrupt)} corrupt images[/red]; `autolabel verify {report.store} "
+                          "--repair` marks them to be labelled again", soft_wrap=True)
+        raise typer.Exit(1)
+
+
 # --------------------------------------------------------------------------- train
 DeviceOption = Annotated[Device, typer.Option(help="Where the network runs.")]
 

@@ -46,6 +46,7 @@ MISTAKES = [
     ("calibrate ROOT --checkpoint CKPT --target-accuracy 1.5", 2, "(0, 1]"),
     ("import ROOT --out TMP/i.zarr --source gtMedium", 2, "gtMedium"),
     ("inspect TMP/plain.txt", 1, "plain.txt"),
+    ("verify TMP/absent.zarr --repair", 1, "absent.zarr: no label store here"),
     ("inspect TMP/absent.zarr --overlay x", 2, "--overlay and --png go together"),
     ("export TMP/absent.zarr --out TMP/png --format rgb", 2, "rgb"),
     ("rethreshold TMP/absent.zarr --threshold 2 --out TMP/r.zarr", 2, "[0, 1)"),
