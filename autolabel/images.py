@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from autolabel.errors import DatasetError
+from autolabel.labels import unknown_label_ids
 
 
 class ImageReadError(DatasetError):
@@ -96,7 +97,8 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def read_label(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Read a single-channel label PNG as (H, W) uint8; check it is `shape` when given."""
+    """Read a single-channel Cityscapes label-id PNG as (H, W) uint8; check it is `shape` when given and that it
+    holds only ids of the schema."""
     data = _read_bytes(path)
     check_header_size(data, str(path))
     label = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
@@ -111,6 +113,11 @@ def read_label(path: Path, shape: tuple[int, int] | None = None) -> np.ndarray:
         raise DatasetError(
             f"{path}: label is {label.shape[1]}x{label.shape[0]} but its image is {shape[1]}x{shape[0]}"
         )
+    unknown = unknown_label_ids(label)
+    if unknown:
+        shown = ", ".join(map(str, unknown[:8])) + (", ..." if len(unknown) > 8 else "")
+        raise ImageReadError(f"{path}: holds values the Cityscapes label schema does not know ({shown}); label-id "
+                             "PNGs hold ids 0-33 (255: license plate), not train ids or colours")
     return label
 
 

@@ -28,6 +28,16 @@ TRAIN_ID_TO_LABEL_ID = np.array([lab.id for lab in _TRAIN_LABELS], dtype=np.uint
 UNLABELED_LABEL_ID = next(lab.id for lab in _CS_LABELS if lab.name == "unlabeled")
 
 
+KNOWN_LABEL_IDS = np.array(sorted({lab.id % 256 for lab in _CS_LABELS}), dtype=np.uint8)
+"""Every value a Cityscapes label-id PNG may hold: the schema's ids, with -1 (license plate) stored as 255."""
+
+
+def unknown_label_ids(label_ids: np.ndarray) -> list[int]:
+    """The values of a label-id map (H, W) uint8 that the schema does not know, ascending."""
+    present = np.flatnonzero(np.bincount(label_ids.ravel(), minlength=256))
+    return [int(v) for v in np.setdiff1d(present, KNOWN_LABEL_IDS)]
+
+
 def _label_id_lut() -> np.ndarray:
     lut = np.full(256, IGNORE, dtype=np.uint8)
     for lab in _CS_LABELS:

@@ -94,3 +94,17 @@ def test_a_fifo_is_refused_as_not_a_regular_file_instead_of_blocking(tmp_path):
     os.mkfifo(path)
     with pytest.raises(ImageReadError, match="not a regular file"):
         read_image(path)
+
+
+def test_a_label_png_with_ids_outside_the_schema_is_refused_naming_them(tmp_path):
+    path = tmp_path / "l_gtFine_labelIds.png"
+    write_png(path, np.array([[7, 8], [40, 200]], np.uint8))
+    with pytest.raises(DatasetError, match="40, 200"):
+        read_label(path)
+
+
+def test_a_label_png_with_every_schema_id_and_the_license_plate_reads(tmp_path):
+    path = tmp_path / "l_gtFine_labelIds.png"
+    ids = np.array([list(range(34)) + [255]], np.uint8)
+    write_png(path, ids)
+    assert (read_label(path) == ids).all()
