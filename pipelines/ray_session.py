@@ -8,11 +8,45 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from autolabel.errors import ConfigError
+
 log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 15.0
+"""How long `--address` may take to answer before a command gives up (AUTOLABEL_RAY_CONNECT_TIMEOUT)."""
+GCS_PORT = 6379
+
+
+def connect_timeout_s() -> float:
+    return float(os.environ.get("AUTOLABEL_RAY_CONNECT_TIMEOUT", CONNECT_TIMEOUT_S))
+
+
+def address_endpoint(address: str) -> tuple[str, int] | None:
+    """(host, port) that a Ray address is reached at; None for `auto`, which finds a local Ray by itself."""
+    if address == "auto":
+        return None
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":") if ":" in hostport else (hostport, "", str(GCS_PORT))
+    if not host or not port.isdigit():
+        raise ConfigError(f"Ray address {address!r} is not HOST:PORT, ray://HOST:PORT or auto")
+    return host, int(port)
+
+
+def check_reachable(address: str, timeout_s: float) -> None:
+    """A ConfigError within `timeout_s` when nothing answers at `address`: Ray itself would retry for ever."""
+    endpoint = address_endpoint(address)
+    if endpoint is None:
+        return
+    try:
+        socket.create_connection(endpoint, timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"no Ray cluster answers at {address} within {timeout_s:g} s ({exc.strerror or exc}); "
+                          "start one with `ray start --head` or check --address / RAY_ADDRESS") from None
 
 
 def node_cpus(nodes: Sequence[dict[str, Any]]) -> int:
@@ -34,6 +68,7 @@ def ray_session(address: str | None = None) -> Iterator[int]:
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         if address:
+            check_reachable(address, connect_timeout_s())
             ray.init(address=address)
         else:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
