@@ -650,7 +650,8 @@ def _print_label_summary(summary, json_: bool) -> None:
     else:
         console.print(
             f"{summary.store}: {summary.done} labelled, {summary.skipped} already stored, "
-            f"{len(summary.failed)} failed of {summary.total}; {summary.images_per_s:.2f} images/s over "
+            + (f"{summary.shared} labelled by another job, " if summary.shared else "")
+            + f"{len(summary.failed)} failed of {summary.total}; {summary.images_per_s:.2f} images/s over "
             f"{summary.seconds:.1f} s; labelled fraction {summary.labelled_fraction:.1%}, "
             f"{summary.bytes_per_image:,.0f} bytes/image",
             highlight=False, soft_wrap=True,

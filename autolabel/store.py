@@ -34,6 +34,13 @@ Concurrency: a writer touches only its image's chunks and record file, and creat
 (city, size) with the same metadata any other writer would, so any number of processes may write
 different images at once. An image counts as stored once its record says done; the record is written
 after its chunks, so an image whose write was cut short is not stored and is written again.
+Creating a store writes its settings document exclusively (autolabel.claims): of jobs creating one store at
+once, one wins; the others open it, and are refused when their settings differ. Jobs labelling one store
+at once share its images: each claims an image (`claim`) before labelling it, and skips those another holds or
+labelled since it started. Folding the manifest holds `manifest.lock`, so folds of two jobs never interleave.
+
+    {url}/claims/{image_id}                 held by the process labelling the image (autolabel.claims)
+    {url}/manifest.lock                     held while a manifest is folded
 
 Local paths and `file://` URLs use zarr's LocalStore (atomic writes); any other fsspec URL
 (`memory://`, `s3://`, ...) uses zarr's FsspecStore.
@@ -65,8 +72,9 @@ from zarr.abc.store import Store
 from zarr.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.errors import ContainsArrayError, NodeNotFoundError
-from zarr.storage import FsspecStore, LocalStore
+from zarr.storage import FsspecStore, LocalStore, MemoryStore
 
+from autolabel.claims import CLAIM_TIMEOUT_S, Claim, acquire, claim_key, held, read_key, release
 from autolabel.codecs import DEFAULT_CODEC, ChunkShapeError, CodecChoice, codec_choice
 from autolabel.dataset import class_centroids
 from autolabel.errors import StoreError
@@ -78,8 +86,9 @@ log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
 ROOT_ATTR = "autolabel"
-LABELS, CONFIDENCE, RECORDS = "labels", "confidence", "records"
+LABELS, CONFIDENCE, RECORDS, CLAIMS = "labels", "confidence", "records", "claims"
 MANIFEST = "manifest.parquet"
+MANIFEST_LOCK = "manifest.lock"
 METADATA_KEY = "zarr.json"
 SEQUENCES = FRAMES = 1_000_000
 """The (seq, frame) grid of a city: Cityscapes numbers both with 6 digits."""
@@ -89,6 +98,10 @@ Mode = Literal["r", "a"]
 
 class ImageNotStoredError(StoreError, LookupError):
     """The image has no complete labels in the store."""
+
+
+class StoreExistsError(StoreError):
+    """A store already exists where one was to be created (perhaps by a job creating it at the same moment)."""
 
 
 class ProvenanceMismatchError(StoreError):
@@ -454,6 +467,7 @@ class LabelStore:
         self._storage_options = storage_options
         self._arrays: dict[str, zarr.Array] = {}
         self._index: _Index | None = None
+        self._manifest_seen: tuple[int, dict[str, datetime]] | None = None
 
     # -- opening --------------------------------------------------------------------------
 
@@ -474,9 +488,10 @@ class LabelStore:
         level = choice.default_level if level is None else level
         choice.codecs(level)  # a bad level fails before anything is written
         zstore = _zarr_store(url, read_only=False, storage_options=storage_options)
+        exists = StoreExistsError(f"{url}: already exists (pass overwrite=True to replace a label store)")
         if not sync(zstore.is_empty("")):
             if not overwrite:
-                raise StoreError(f"{url}: already exists (pass overwrite=True to replace a label store)")
+                raise exists
             _read_settings(url, zstore)  # refuse to delete anything that is not a label store
             sync(_clear(zstore))
         settings = {
@@ -485,7 +500,9 @@ class LabelStore:
             "codec": choice.name,
             "codec_level": level,
         }
-        zarr.create_group(zstore, zarr_format=3, attributes={ROOT_ATTR: settings})
+        document = _root_document(settings)
+        if claim_key(zstore, METADATA_KEY, document) != document:  # another job created it first
+            raise exists
         log.info("created label store %s (%s level %d)", url, choice.name, level)
         return cls(url, zstore, settings, "a", storage_options)
 
@@ -509,10 +526,14 @@ class LabelStore:
         storage_options: dict[str, Any] | None = None,
     ) -> LabelStore:
         """Resume a store made with the same provenance (and `codec`, when given), or create it (with `codec`,
-        else the default). Call from one process."""
+        else the default). Of jobs creating one store at once, one creates it and the others resume it, or are
+        refused (ProvenanceMismatchError) when their settings differ."""
         zstore = _zarr_store(normalize_url(url), read_only=False, storage_options=storage_options)
         if sync(zstore.is_empty("")):
-            return cls.create(url, provenance, codec or DEFAULT_CODEC, storage_options=storage_options)
+            try:
+                return cls.create(url, provenance, codec or DEFAULT_CODEC, storage_options=storage_options)
+            except StoreExistsError:
+                pass  # another job created it a moment ago
         store = cls.open(url, "a", storage_options)
         store.check_provenance(provenance, codec)
         return store
@@ -590,16 +611,33 @@ class LabelStore:
         log.warning("%s: %s failed: %s", self.url, image_id, error)
         return record
 
+    def claim(self, image_id: str, since: datetime | None = None) -> Claim | None:
+        """Hold `image_id` for this process to label it, or None when another live process holds it or (when
+        `since`, the start of this job, is given) its record was written since then by another job. Release the
+        claim once the image's record is written; a claim whose process died is taken over (autolabel.claims)."""
+        validate_stem(image_id)
+        claim, _ = acquire(self._zstore, f"{CLAIMS}/{image_id}", CLAIM_TIMEOUT_S)
+        if claim is not None and since is not None and self._recorded_since(image_id, since):
+            self.release(image_id, claim)
+            return None
+        return claim
+
+    def release(self, image_id: str, claim: Claim) -> None:
+        """Give back a claim from `claim`."""
+        release(self._zstore, f"{CLAIMS}/{image_id}", claim)
+
     def write_manifest(self) -> pa.Table:
         """Fold the records written since the last manifest into manifest.parquet (replaced atomically), then
-        delete them. Call from one process while no writer runs."""
+        delete them, holding manifest.lock: jobs that finish together fold one after the other, and a record
+        rewritten during the fold is kept for the next."""
         self._check_writable()
-        pending = self._pending_keys()
-        table = self.index()
-        sink = io.BytesIO()
-        pq.write_table(table, sink, **MANIFEST_PARQUET)
-        sync(self._zstore.set(MANIFEST, default_buffer_prototype().buffer.from_bytes(sink.getvalue())))
-        sync(_delete_all(self._zstore, pending))
+        with held(self._zstore, MANIFEST_LOCK, self.url):
+            records = sync(self._pending_records())
+            table = self._index_of(records)
+            sink = io.BytesIO()
+            pq.write_table(table, sink, **MANIFEST_PARQUET)
+            sync(self._zstore.set(MANIFEST, default_buffer_prototype().buffer.from_bytes(sink.getvalue())))
+            sync(_delete_unchanged(self._zstore, records))
         log.info("%s: manifest of %d images written", self.url, table.num_rows)
         return table
 
@@ -680,8 +718,13 @@ class LabelStore:
 
     def index(self) -> pa.Table:
         """The manifest with the records written since it folded in: one row per image, sorted by image id."""
+        return self._index_of(sync(self._pending_records()))
+
+    def _index_of(self, records: dict[str, bytes]) -> pa.Table:
+        """The manifest, read after `records` (a fold writes the manifest before it deletes the records it
+        holds, so nothing folded in between is missed), overlaid by them."""
         manifest = self._read_manifest()
-        pending = [ImageRecord.from_dict(r) for r in sync(self._pending_records())]
+        pending = [ImageRecord.from_dict(json.loads(data)) for data in records.values()]
         if not pending:
             return manifest
         newer = manifest_table(pending)
@@ -817,17 +860,30 @@ class LabelStore:
         if self._index is not None:
             self._index.put(record)
 
-    def _pending_keys(self) -> list[str]:
-        async def keys() -> list[str]:
-            return [k async for k in self._zstore.list_prefix(f"{RECORDS}/") if k.endswith(".json")]
-
-        return sync(keys())
-
-    async def _pending_records(self) -> list[dict[str, Any]]:
+    async def _pending_records(self) -> dict[str, bytes]:
+        """{key: the record's bytes} of the records written since the last manifest."""
         keys = [k async for k in self._zstore.list_prefix(f"{RECORDS}/") if k.endswith(".json")]
-        prototype = default_buffer_prototype()
-        buffers = await asyncio.gather(*(self._zstore.get(k, prototype=prototype) for k in keys))
-        return [json.loads(b.to_bytes()) for b in buffers if b is not None]
+        data = await _gather([read_key(self._zstore, k) for k in keys])
+        return {k: d for k, d in zip(keys, data) if d is not None}
+
+    def _recorded_since(self, image_id: str, since: datetime) -> bool:
+        """Whether the record of `image_id` (pending, else in the manifest) was finished at or after `since`."""
+        data = sync(read_key(self._zstore, f"{RECORDS}/{image_id}.json"))
+        finished = (datetime.fromisoformat(json.loads(data)["finished_at"]) if data is not None
+                    else self._manifest_finished().get(image_id))
+        return finished is not None and finished >= since
+
+    def _manifest_finished(self) -> dict[str, datetime]:
+        """{image id: finished_at} of the manifest, read again only when its size changed (a fold replaced it)."""
+        try:
+            size = sync(self._zstore.getsize(MANIFEST))
+        except FileNotFoundError:
+            size = -1
+        if self._manifest_seen is None or self._manifest_seen[0] != size:
+            manifest = self._read_manifest()
+            finished = dict(zip(manifest["image_id"].to_pylist(), manifest["finished_at"].to_pylist()))
+            self._manifest_seen = (size, finished)
+        return self._manifest_seen[1]
 
     def _read_manifest(self, missing_ok: bool = True) -> pa.Table:
         buffer = sync(self._zstore.get(MANIFEST, prototype=default_buffer_prototype()))
@@ -848,6 +904,19 @@ class LabelStore:
 
 async def _delete_all(zstore: Store, keys: list[str]) -> None:
     await asyncio.gather(*(zstore.delete(k) for k in keys))
+
+
+async def _delete_unchanged(zstore: Store, contents: dict[str, bytes]) -> None:
+    """Delete each key of `contents` that still holds its bytes there."""
+    now = await _gather([read_key(zstore, k) for k in contents])
+    await _delete_all(zstore, [k for k, data in zip(contents, now) if data == contents[k]])
+
+
+def _root_document(settings: dict[str, Any]) -> bytes:
+    """The root zarr.json of a label store with `settings`, as zarr writes it."""
+    memory = MemoryStore()
+    zarr.create_group(memory, zarr_format=3, attributes={ROOT_ATTR: settings})
+    return sync(read_key(memory, METADATA_KEY))
 
 
 async def _clear(zstore: Store) -> None:

@@ -10,6 +10,10 @@ The store's provenance (checkpoint sha256, scales, threshold, PointRend, keep_co
 when it is created; a rerun with the same settings labels only the images that are not complete,
 so a run killed at any moment is finished by running it again. Complete images whose stored chunks
 no longer match their checksums (LabelStore.intact_ids) count as not complete.
+
+Jobs with the same settings may label one store at once and share its images: an actor claims each image
+(LabelStore.claim) before labelling it and skips (SKIPPED) those another job holds or labelled since this job
+started; the claim is released once the image's record (done or failed) is written.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ log = logging.getLogger(__name__)
 LabelProgress = Callable[[int, int, int], None]
 """progress(done, failed, total) over the images a run labels."""
 
+SKIPPED = "skipped"
+"""The outcome of a row whose image another job holds or labelled (not a Status: nothing is recorded for it)."""
+
 NO_IMAGE = np.zeros((0, 0, 3), dtype=np.uint8)
 """The image of a row whose file could not be decoded."""
 
@@ -63,6 +70,8 @@ class InferenceSettings:
     keep_confidence: bool = False
     device: str = "cpu"
     torch_threads: int = 1
+    since: datetime | None = None
+    """When the job started: images recorded since then were labelled by another job, and are skipped."""
 
 
 LABEL_SCALES = (0.5, 1.0, 2.0)
@@ -115,6 +124,8 @@ class LabelSummary:
     """Images labelled by this run."""
     skipped: int
     """Images already complete in the store before this run."""
+    shared: int = 0
+    """Images another job writing the same store labelled (or failed) while this run ran."""
     failed: dict[str, str] = field(default_factory=dict)
     """image id -> error, for images this run could not label."""
     seconds: float = 0.0
@@ -193,10 +204,25 @@ class Labeler:
         return float(record.labelled_fraction)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        ids = list(batch["image_id"])
+        claims = {i: claim for i, image_id in enumerate(ids)
+                  if (claim := self.store.claim(image_id, self.settings.since)) is not None}
+        try:
+            return self.label_claimed(batch, set(claims))
+        finally:
+            for i, claim in claims.items():
+                self.store.release(ids[i], claim)
+
+    def label_claimed(self, batch: dict[str, np.ndarray], claimed: set[int]) -> dict[str, np.ndarray]:
+        """Label and store the rows `claimed`, record the failed ones, and mark the others SKIPPED."""
         ids, sources = list(batch["image_id"]), list(batch["source"])
-        status, errors = [Status.FAILED.value] * len(ids), [str(e) for e in batch["error"]]
+        status = [Status.FAILED.value if i in claimed else SKIPPED for i in range(len(ids))]
+        errors = [str(e) if i in claimed else "" for i, e in enumerate(batch["error"])]
         fractions, seconds = np.full(len(ids), np.nan), np.zeros(len(ids))
         for indices in group_by_shape(batch["image"], errors).values():
+            indices = [i for i in indices if i in claimed]
+            if not indices:
+                continue
             started, tic = _utc_now(), time.perf_counter()
             try:
                 labels, confidence, means = self.infer(np.stack([batch["image"][i] for i in indices]))
@@ -216,6 +242,9 @@ class Labeler:
                     errors[i] = f"storing failed: {_describe(exc)}"
                     continue
                 status[i], seconds[i] = Status.DONE.value, share + time.perf_counter() - tic
+        for i in sorted(claimed):
+            if status[i] == Status.FAILED.value:
+                self.store.write_failure(ids[i], sources[i], errors[i])
         return {
             "image_id": np.array(ids, dtype=object),
             "source": np.array(sources, dtype=object),
@@ -238,19 +267,19 @@ def run_labeling(
     gpus_per_worker: float = 0,
     progress: LabelProgress | None = None,
     labeler: type[Labeler] = Labeler,
-) -> dict[str, str]:
+) -> tuple[dict[str, str], int]:
     """Label `samples` into `store` on the running Ray with `workers` actors of `labeler`.
 
-    Writes a failure record for every image that could not be labelled and returns them
-    (image id -> error). Does not write the manifest.
+    The actors record every image that could not be labelled; returns them (image id -> error) and how many
+    images another job labelled meanwhile (SKIPPED). Does not write the manifest.
     """
     import ray
 
-    total, done, failed = len(samples), 0, {}
+    total, done, shared, failed = len(samples), 0, 0, {}
     if progress:
         progress(0, 0, total)
     if not samples:
-        return failed
+        return failed, shared
     items = [{"image_id": s.stem, "source": str(s.image)} for s in samples]
     blocks = min(len(items), max(math.ceil(len(items) / BLOCK_IMAGES), BLOCKS_PER_WORKER * workers))
     ds = ray.data.from_items(items, override_num_blocks=blocks)
@@ -265,23 +294,24 @@ def run_labeling(
     for row in ds.iter_rows():
         if row["status"] == Status.DONE:
             done += 1
+        elif row["status"] == SKIPPED:
+            shared += 1
         else:
             failed[row["image_id"]] = row["error"]
-            store.write_failure(row["image_id"], row["source"], row["error"])
         if progress:
-            progress(done, len(failed), total)
-    return failed
+            progress(done + shared, len(failed), total)
+    return failed, shared
 
 
 def summarize(store: LabelStore, total: int, done: int, skipped: int, failed: dict[str, str],
-              seconds: float) -> LabelSummary:
+              seconds: float, shared: int = 0) -> LabelSummary:
     """Write the manifest (one writer: the driver) and summarise the run and the store."""
     manifest = store.write_manifest()
     fractions = [f for f, s in zip(manifest["labelled_fraction"].to_pylist(), manifest["status"].to_pylist())
                  if s == Status.DONE]
     stored = len(fractions)
     return LabelSummary(
-        store=store.url, total=total, done=done, skipped=skipped, failed=dict(sorted(failed.items())),
+        store=store.url, total=total, done=done, skipped=skipped, shared=shared, failed=dict(sorted(failed.items())),
         seconds=seconds, images_per_s=done / seconds if seconds > 0 else 0.0,
         labelled_fraction=float(np.mean(fractions)) if stored else 0.0,
         bytes_per_image=store.nbytes_on_disk() / stored if stored else 0.0,
@@ -317,6 +347,7 @@ def label(config: LabelConfig, *, progress: LabelProgress | None = None, labeler
                     checkpoint.name, " and ".join(untrained), checkpoint, ",".join(untrained))
     provenance = Provenance(ckpt.sha256, options.scales, config.threshold, options.pointrend,
                             config.keep_confidence, options.flip)
+    since = _utc_now()
     store = open_store(config.out, provenance, config.overwrite, config.codec)
     stored = store.intact_ids()
     todo = [s for s in samples if s.stem not in stored]
@@ -326,11 +357,11 @@ def label(config: LabelConfig, *, progress: LabelProgress | None = None, labeler
         settings = InferenceSettings(
             options=options, threshold=config.threshold, keep_confidence=config.keep_confidence,
             device="cuda" if config.gpus_per_worker > 0 else "cpu",
-            torch_threads=max(1, cpus // config.workers),
+            torch_threads=max(1, cpus // config.workers), since=since,
         )
         tic = time.perf_counter()
-        failed = run_labeling(store, todo, checkpoint, settings, config.workers, config.gpus_per_worker, progress,
-                              labeler)
+        failed, shared = run_labeling(store, todo, checkpoint, settings, config.workers, config.gpus_per_worker,
+                                      progress, labeler)
         seconds = time.perf_counter() - tic
-    done = len(todo) - len(failed)
-    return summarize(store, len(samples), done, len(samples) - len(todo), failed, seconds)
+    done = len(todo) - len(failed) - shared
+    return summarize(store, len(samples), done, len(samples) - len(todo), failed, seconds, shared)
