@@ -121,6 +121,25 @@ def _hw(text: str) -> str:
     return text
 
 
+def _storage_options(text: str | None) -> str | None:
+    """Checks --storage-options (a JSON object); `parse_storage_options` turns it into a dict."""
+    if text is not None and not isinstance(_json_or_none(text), dict):
+        raise typer.BadParameter(f"expected a JSON object like '{{\"endpoint_url\": \"http://127.0.0.1:9000\"}}', "
+                                 f"got {text!r}")
+    return text
+
+
+def _json_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def parse_storage_options(text: str | None) -> dict[str, Any] | None:
+    return None if text is None else json.loads(text)
+
+
 def parse_hw(text: str) -> tuple[int, int]:
     h, w = (int(v) for v in text.lower().split("x"))
     return h, w
@@ -212,6 +231,11 @@ def describe(
 OverwriteOption = Annotated[bool, typer.Option(
     help="Replace a store at --out that was made with other settings (source, teacher, scales, threshold, codec). "
          "A store made with the same settings is resumed, never wiped: finished images are kept.")]
+StorageOptionsOption = Annotated[Optional[str], typer.Option(
+    callback=_storage_options, show_default=False,
+    help="fsspec options of the store URL, as a JSON object: for an S3-compatible server e.g. "
+         "'{\"endpoint_url\": \"http://127.0.0.1:9000\", \"key\": \"...\", \"secret\": \"...\"}'. "
+         "Without it, S3 takes the AWS environment variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).")]
 CODEC_HELP = ("How the maps of a new store are compressed: webp (default; WebP lossless, about half the bytes of "
               "zstd), zstd (zarr v3 specification codecs only: any zarr v3 reader, e.g. tensorstore, opens the store) "
               "or jpegxl (smallest, but about 10x slower to write and read). Default: webp, or the codec of the "
@@ -306,21 +330,22 @@ def inspect(
     json_: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     overlay: Annotated[Optional[str], typer.Option(help="Image id to render with its labels (needs --png).")] = None,
     png: Annotated[Optional[Path], typer.Option(help="Where to write the --overlay rendering.")] = None,
+    storage_options: StorageOptionsOption = None,
 ) -> None:
     """Report a label store: its codec and what reads it, images, failures, bytes on disk (every file: maps,
     metadata, manifest) per image, bits/pixel, labelled fraction, class pixels, and savings against raw uint8, PNG
     and soft (19-class fp16/fp32) labels, extrapolated to 19,998 images of 1024x2048. Reads the store's manifest,
     not its maps (except a sample re-encoded as PNG)."""
-    _inspect(store, json_, overlay, png)
+    _inspect(store, json_, overlay, png, parse_storage_options(storage_options))
 
 
-def _inspect(store_url: str, json_: bool, overlay: str | None, png: Path | None) -> None:
+def _inspect(store_url: str, json_: bool, overlay: str | None, png: Path | None, options: dict | None) -> None:
     from autolabel.storage_report import storage_report
     from autolabel.store import LabelStore
 
     if (overlay is None) != (png is None):
         raise typer.BadParameter("--overlay and --png go together", param_hint="--overlay/--png")
-    store = LabelStore.open(store_url)
+    store = LabelStore.open(store_url, storage_options=options)
     if overlay is not None:
         from autolabel.images import read_image, write_png
         from autolabel.overlay import render_overlay
@@ -344,6 +369,7 @@ def verify(
         help="Record each corrupt image as failed (its chunks deleted), so that rerunning the `label` (or `import`) "
              "command that made STORE writes it again. Run it while nothing else writes to STORE.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    storage_options: StorageOptionsOption = None,
 ) -> None:
     """Check every stored map of a label store against its record, and name the corrupt images.
 
@@ -356,16 +382,16 @@ def verify(
     image also makes `inspect`, `export`, `fuse` and training stop with an error naming it; `label` on the same
     store writes corrupt images again by itself.
     """
-    _verify(store, repair, json_)
+    _verify(store, repair, json_, parse_storage_options(storage_options))
 
 
-def _verify(store_url: str, repair: bool, json_: bool) -> None:
+def _verify(store_url: str, repair: bool, json_: bool, options: dict | None) -> None:
     from autolabel.verify import verify as run_verify
 
     with progress_bar() as bar:
         task = bar.add_task("verify", total=None)
         report = run_verify(store_url, repair, progress=lambda done, total: bar.update(task, completed=done,
-                                                                                      total=total))
+                                                                                      total=total), storage_options=options)
     if json_:
         print_json(report.to_dict())
     else:
@@ -688,6 +714,7 @@ def label(
              "next of them up. Above 0.5, costs at most the labels' bytes.")] = False,
     overwrite: OverwriteOption = False,
     codec: Annotated[Optional[Codec], typer.Option(help=CODEC_HELP, show_default=False)] = None,
+    storage_options: StorageOptionsOption = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Auto-label a split with a teacher on Ray, into a label store.
@@ -704,7 +731,8 @@ def label(
     options = predict_options(scales or ",".join(map(str, LABEL_SCALES)), pointrend, flip, max_pixels, batch_size)
     config = LabelConfig(root=root, checkpoint=checkpoint, out=out, split=split, predict=options, threshold=threshold,
                          keep_confidence=keep_confidence, workers=workers, gpus_per_worker=gpus_per_worker,
-                         address=address, overwrite=overwrite, codec=_value(codec))
+                         address=address, overwrite=overwrite, codec=_value(codec),
+                         storage_options=parse_storage_options(storage_options))
     _quiet_ray_data_console()
     with label_progress_bar() as bar:
         summary = run_labeling(config, progress=_label_progress(bar, f"label {split}"))
@@ -743,6 +771,7 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="Directory for the PNGs: OUT/{city}/{stem}_{format}.png.")],
     format: Annotated[ExportFormat, typer.Option(
         help="trainIds (0..18, 255 = ignore) or labelIds (Cityscapes ids, ignore as 0 = unlabeled).")] = "trainIds",
+    storage_options: StorageOptionsOption = None,
 ) -> None:
     """Write a label store out as PNG label maps named by Cityscapes stem, for tools that read PNG datasets."""
     from pipelines.export import export as run_export
@@ -750,7 +779,8 @@ def export(
     with progress_bar() as bar:
         task = bar.add_task(f"export {format.value}", total=None)
         written = run_export(store, out, format.value, progress=lambda done, total: bar.update(task, completed=done,
-                                                                                        total=total))
+                                                                                        total=total),
+                             storage_options=parse_storage_options(storage_options))
     console.print(f"wrote {written} {format.value} PNGs to {out}")
 
 
@@ -764,6 +794,7 @@ def fuse(
     fine_split: Annotated[str, typer.Option(help="Split whose gtFine labels are the fine samples.")] = "train",
     coarse_split: Annotated[str, typer.Option(
         help="The coarse split: --labels should hold its images; --coarse-gt adds its gtCoarse labels.")] = "train_extra",
+    storage_options: StorageOptionsOption = None,
 ) -> None:
     """Write the fused sample table for training: fine labels + auto-labels from a store (+ hand-made coarse labels).
 
@@ -775,7 +806,8 @@ def fuse(
     with progress_bar() as bar:
         task = bar.add_task("fuse", total=None)
         summary = run_fuse(root, out, labels, coarse_gt, fine_split, coarse_split,
-                           progress=lambda done, total: bar.update(task, completed=done, total=total))
+                           progress=lambda done, total: bar.update(task, completed=done, total=total),
+                           storage_options=parse_storage_options(storage_options))
     rows = ", ".join(f"{n} {source}" for source, n in summary.rows.items())
     console.print(f"{summary.samples}: {rows}; {len(summary.failed_auto)} failed auto-labels left out", highlight=False)
     if summary.missing_auto:

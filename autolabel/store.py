@@ -43,7 +43,9 @@ labelled since it started. Folding the manifest holds `manifest.lock`, so folds 
     {url}/manifest.lock                     held while a manifest is folded
 
 Local paths and `file://` URLs use zarr's LocalStore (atomic writes); any other fsspec URL
-(`memory://`, `s3://`, ...) uses zarr's FsspecStore.
+(`memory://`, `s3://`, ...) uses zarr's FsspecStore with `storage_options` (an S3 endpoint, credentials; without
+them, fsspec's defaults: the AWS environment variables) and without fsspec's listings cache, which kept a listing
+taken before other processes wrote the store.
 """
 
 from __future__ import annotations
@@ -407,7 +409,8 @@ def _zarr_store(url: str, read_only: bool, storage_options: dict[str, Any] | Non
         return LocalStore(url, read_only=read_only)
     if url.startswith("file://"):
         return LocalStore(url.removeprefix("file://"), read_only=read_only)
-    return FsspecStore.from_url(url, storage_options=storage_options, read_only=read_only)
+    options = {"use_listings_cache": False, **(storage_options or {})}  # other processes write the store too
+    return FsspecStore.from_url(url, storage_options=options, read_only=read_only)
 
 
 def _file_sizes(zstore: Store, prefix: str) -> dict[str, int]:
@@ -951,14 +954,16 @@ def manifest_table(records: list[ImageRecord]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
 
 
-def open_store(out: str | Path, provenance: Provenance, overwrite: bool = False, codec: str | None = None) -> LabelStore:
+def open_store(out: str | Path, provenance: Provenance, overwrite: bool = False, codec: str | None = None,
+               storage_options: dict[str, Any] | None = None) -> LabelStore:
     """The store at `out` for `provenance`: resumed when made with the same settings (and `codec`, when given),
     else created with `codec` (default: DEFAULT_CODEC); a store made with other settings is refused, or with
     `overwrite` replaced by an empty one. This is what --overwrite means for every command that writes a store:
-    work already done with the same settings is never thrown away."""
+    work already done with the same settings is never thrown away. `storage_options` go to fsspec (e.g. an S3
+    endpoint and credentials)."""
     try:
-        return LabelStore.open_or_create(out, provenance, codec)
+        return LabelStore.open_or_create(out, provenance, codec, storage_options)
     except ProvenanceMismatchError:
         if not overwrite:
             raise
-    return LabelStore.create(out, provenance, codec or DEFAULT_CODEC, overwrite=True)
+    return LabelStore.create(out, provenance, codec or DEFAULT_CODEC, overwrite=True, storage_options=storage_options)

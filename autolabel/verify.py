@@ -107,12 +107,12 @@ def repair(store: LabelStore, corrupt: tuple[Corruption, ...]) -> None:
     store.write_manifest()
 
 
-def verify(store_url: str, repair_corrupt: bool = False,
-           progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+def verify(store_url: str, repair_corrupt: bool = False, progress: Callable[[int, int], None] | None = None,
+           storage_options: dict[str, Any] | None = None) -> VerifyReport:
     """Check every complete image of the store at `store_url` (see the module docstring); with `repair_corrupt`,
     the corrupt ones are then recorded as failed so that the next labelling run writes them again.
     `progress(done, total)` follows the images checked."""
-    store = LabelStore.open(store_url, "a" if repair_corrupt else "r")
+    store = LabelStore.open(store_url, "a" if repair_corrupt else "r", storage_options)
     records = [r for r in store.records() if r.status == Status.DONE]
     ok: list[str] = []
     decoded: list[str] = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -40,11 +40,12 @@ def export(
     out_dir: str | Path,
     format: ExportFormat = "trainIds",
     progress: Callable[[int, int], None] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> int:
     """Write every complete label map of the store as a PNG under `out_dir`; returns how many."""
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}; expected one of {FORMATS}")
-    store = LabelStore.open(store_url)
+    store = LabelStore.open(store_url, storage_options=storage_options)
     image_ids = sorted(store.completed_ids())
     for i, image_id in enumerate(image_ids):
         write_png(export_path(Path(out_dir), image_id, format), encode_labels(store.read(image_id), format))

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow.compute as pc
 
@@ -74,6 +75,7 @@ def fuse(
     fine_split: str = "train",
     coarse_split: str = "train_extra",
     progress: Callable[[int, int], None] | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> FuseSummary:
     """Write the fused sample table: fine `fine_split` + auto labels of `labels` (+ gtCoarse of `coarse_split`).
 
@@ -89,7 +91,7 @@ def fuse(
     failed: list[str] = []
     missing: list[str] = []
     if labels is not None:
-        auto, failed = _store_rows(LabelStore.open(labels))
+        auto, failed = _store_rows(LabelStore.open(labels, storage_options=storage_options))
         if progress:
             progress(len(auto), len(auto))
         rows += auto

@@ -103,6 +103,8 @@ class LabelConfig:
     address: str | None = None
     overwrite: bool = False
     codec: str | None = None
+    storage_options: dict[str, Any] | None = None
+    """fsspec options of `out` (e.g. {"endpoint_url": ..., "key": ..., "secret": ...} for S3), given to every worker."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "threshold", check_threshold(self.threshold))
@@ -348,7 +350,7 @@ def label(config: LabelConfig, *, progress: LabelProgress | None = None, labeler
     provenance = Provenance(ckpt.sha256, options.scales, config.threshold, options.pointrend,
                             config.keep_confidence, options.flip)
     since = _utc_now()
-    store = open_store(config.out, provenance, config.overwrite, config.codec)
+    store = open_store(config.out, provenance, config.overwrite, config.codec, config.storage_options)
     stored = store.intact_ids()
     todo = [s for s in samples if s.stem not in stored]
     log.info("%s: %d of %d images of %s to label", store.url, len(todo), len(samples), config.split)

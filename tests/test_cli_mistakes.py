@@ -48,6 +48,7 @@ MISTAKES = [
     ("inspect TMP/plain.txt", 1, "plain.txt"),
     ("verify TMP/absent.zarr --repair", 1, "absent.zarr: no label store here"),
     ("inspect TMP/absent.zarr --overlay x", 2, "--overlay and --png go together"),
+    ("inspect TMP/absent.zarr --storage-options endpoint=x", 2, "expected a JSON object"),
     ("export TMP/absent.zarr --out TMP/png --format rgb", 2, "rgb"),
     ("rethreshold TMP/absent.zarr --threshold 2 --out TMP/r.zarr", 2, "[0, 1)"),
     ("fuse ROOT --out TMP/f.parquet", 1, "nothing to fuse"),
