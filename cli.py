@@ -31,7 +31,7 @@ stdout = Console()
 
 
 def command(fn=None, *, name: str | None = None):
-    """Register `fn` as a command; expected errors print one line and exit 1."""
+    """Register `fn` as a command; expected errors print one line and exit 1, Ctrl-C one line and exit 130."""
     if fn is None:
         return functools.partial(command, name=name)
 
@@ -43,6 +43,10 @@ def command(fn=None, *, name: str | None = None):
         except AutolabelError as exc:
             console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            console.print("interrupted: what was finished is kept; run the same command again to resume",
+                          highlight=False, soft_wrap=True)
+            raise typer.Exit(130) from None
 
     return app.command(name)(run)
 
