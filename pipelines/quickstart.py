@@ -50,6 +50,9 @@ class QuickstartConfig:
     """AdamW peak learning rate of the teacher."""
     student_lr: float = 0.0015
     """The student continues from the teacher's weights, so it starts at half the teacher's rate."""
+    student_fine_fraction: float | None = 0.5
+    """Share of the student's samples drawn from the fine labels: with 7 auto-labelled images per fine one, natural
+    proportions let the teacher's own labels (and their errors) outweigh the hand-made ones 7:1."""
     student_from_teacher: bool = True
     """Start the student from the teacher's weights (the student becomes the next, better teacher)."""
     jitter: float = 0.05
@@ -87,6 +90,7 @@ def _train_config(config: QuickstartConfig, root: Path, run_dir: Path, iters: in
     return TrainConfig(root=str(root), run_dir=str(run_dir), preset=config.preset, iters=iters,
                        batch_size=config.batch_size, crop=config.crop, jitter=config.jitter,
                        lr=config.student_lr if student else config.lr, samples=samples, init=init,
+                       fine_fraction=config.student_fine_fraction if student else None,
                        checkpoint_every=max(50, iters // 5), eval_every=max(1, iters // config.curve_points),
                        seed=config.seed)
 

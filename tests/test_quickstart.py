@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from models.checkpoint import load_checkpoint
 from pipelines.quickstart import RESULTS, QuickstartConfig, quickstart
+from pipelines.train import FINAL_MODEL
 
 CONFIG = QuickstartConfig(train=2, val=1, train_extra=2, height=64, width=128, teacher_iters=2, student_iters=2,
                           batch_size=2, crop=(64, 128), scales=(1.0,), label_workers=1)
@@ -76,3 +78,9 @@ def test_results_compare_student_with_teacher_and_hold_learning_curves(workdir):
     assert results["student_vs_teacher_miou"] == pytest.approx(results["student"]["miou"] - results["teacher"]["miou"])
     assert [it for it, _ in results["learning_curves"]["teacher"]] == [1, 2]
     assert results["student"]["from_teacher"] is True
+
+
+def test_the_student_draws_half_its_samples_from_the_fine_labels(workdir):
+    trained = load_checkpoint(workdir / "student" / FINAL_MODEL).metadata["training"]
+    assert trained["fine_fraction"] == QuickstartConfig().student_fine_fraction == 0.5
+    assert load_checkpoint(workdir / "teacher" / FINAL_MODEL).metadata["training"]["fine_fraction"] is None
