@@ -50,7 +50,7 @@ class QuickstartConfig:
     """AdamW peak learning rate of the teacher."""
     student_lr: float = 0.0015
     """The student continues from the teacher's weights, so it starts at half the teacher's rate."""
-    student_fine_fraction: float | None = 0.5
+    student_fine_fraction: float | None = 0.75
     """Share of the student's samples drawn from the fine labels: with 7 auto-labelled images per fine one, natural
     proportions let the teacher's own labels (and their errors) outweigh the hand-made ones 7:1."""
     student_from_teacher: bool = True

@@ -80,7 +80,7 @@ def test_results_compare_student_with_teacher_and_hold_learning_curves(workdir):
     assert results["student"]["from_teacher"] is True
 
 
-def test_the_student_draws_half_its_samples_from_the_fine_labels(workdir):
+def test_the_student_draws_three_quarters_of_its_samples_from_the_fine_labels(workdir):
     trained = load_checkpoint(workdir / "student" / FINAL_MODEL).metadata["training"]
-    assert trained["fine_fraction"] == QuickstartConfig().student_fine_fraction == 0.5
+    assert trained["fine_fraction"] == QuickstartConfig().student_fine_fraction == 0.75
     assert load_checkpoint(workdir / "teacher" / FINAL_MODEL).metadata["training"]["fine_fraction"] is None
