@@ -69,7 +69,12 @@ def ray_session(address: str | None = None) -> Iterator[int]:
         address = address or os.environ.get("RAY_ADDRESS")
         if address:
             check_reachable(address, connect_timeout_s())
-            ray.init(address=address)
+            try:
+                ray.init(address=address)
+            except ConnectionError as exc:
+                raise ConfigError(f"could not join the Ray cluster at {address} ({exc}); a cluster with token "
+                                  "authentication (Ray's default) needs RAY_AUTH_MODE=token and its token in "
+                                  "RAY_AUTH_TOKEN or ~/.ray/auth_token") from None
         else:
             ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
         started = True

@@ -49,3 +49,19 @@ def test_label_with_an_unreachable_address_exits_1_within_seconds(dataset_root, 
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"no Ray cluster answers at {address}" in result.stdout + result.stderr
     assert time.monotonic() - start < 60
+
+
+def test_a_cluster_that_refuses_the_connection_is_a_config_error_naming_token_authentication(monkeypatch):
+    import ray
+
+    from pipelines.ray_session import ray_session
+
+    def refuse(**_):
+        raise ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:6379")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    monkeypatch.setattr("pipelines.ray_session.check_reachable", lambda address, timeout_s: None)
+    with pytest.raises(ConfigError, match="RAY_AUTH_MODE=token"):
+        with ray_session("127.0.0.1:6379"):
+            pass
