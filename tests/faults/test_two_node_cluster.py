@@ -3,9 +3,12 @@ the head's token): `label --address` labels on it and stores every image once.""
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 
 import pytest
 
@@ -18,25 +21,49 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _ray(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([shutil.which("ray"), *args], env=env, capture_output=True, text=True, timeout=120)
+def _start_node(args: list[str], env: dict) -> subprocess.Popen:
+    """`ray start --block` in a process group of its own: stopping the group stops this node alone (`ray stop`
+    would stop every Ray on the machine, the test session's included)."""
+    return subprocess.Popen([shutil.which("ray"), "start", "--block", "--num-cpus=1", "--disable-usage-stats", *args],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _alive_nodes(address: str, env: dict) -> int:
+    status = subprocess.run([shutil.which("ray"), "status", f"--address={address}"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    active = status.stdout.split("Active:")[-1].split("Pending:")[0]
+    return sum(line.strip().startswith("1 node_") for line in active.splitlines())
+
+
+def _wait_for(condition, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the cluster did not come up"
+        time.sleep(0.5)
 
 
 @pytest.fixture
 def two_node_cluster():
     """Head and worker node with one CPU each; joining uses the head's token, as on a real cluster."""
     port = _free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    head = _ray("start", "--head", f"--port={port}", "--num-cpus=1", "--include-dashboard=false",
-                "--disable-usage-stats", env=env)
-    assert head.returncode == 0, head.stdout + head.stderr
+    temp = tempfile.mkdtemp(prefix="ray2n", dir="/tmp")  # short: Ray's sockets live there
+    # RAY_TMPDIR of its own, so the cluster's address file never leads the session's `ray.init()` to it
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_TMPDIR": temp}
     address = f"127.0.0.1:{port}"
+    nodes = [_start_node(["--head", f"--port={port}", "--include-dashboard=false"], env)]
     try:
-        worker = _ray("start", f"--address={address}", "--num-cpus=1", "--disable-usage-stats", env=env)
-        assert worker.returncode == 0, worker.stdout + worker.stderr
+        _wait_for(lambda: _alive_nodes(address, env) == 1, 120)
+        nodes.append(_start_node([f"--address={address}"], env))
+        _wait_for(lambda: _alive_nodes(address, env) == 2, 120)
         yield address, env
     finally:
-        _ray("stop", "--force", env=env)
+        for node in reversed(nodes):
+            try:
+                os.killpg(node.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            node.wait()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def test_label_on_a_two_node_cluster_stores_every_image_once(two_node_cluster, dataset_root, teacher_checkpoint,
