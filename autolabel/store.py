@@ -51,6 +51,7 @@ taken before other processes wrote the store.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import io
 import json
@@ -533,10 +534,8 @@ class LabelStore:
         refused (ProvenanceMismatchError) when their settings differ."""
         zstore = _zarr_store(normalize_url(url), read_only=False, storage_options=storage_options)
         if sync(zstore.is_empty("")):
-            try:
+            with contextlib.suppress(StoreExistsError):  # else another job created it a moment ago: resume it
                 return cls.create(url, provenance, codec or DEFAULT_CODEC, storage_options=storage_options)
-            except StoreExistsError:
-                pass  # another job created it a moment ago
         store = cls.open(url, "a", storage_options)
         store.check_provenance(provenance, codec)
         return store
