@@ -18,7 +18,7 @@ from autolabel.fused import write_samples
 from autolabel.images import image_shape, read_label
 from autolabel.labels import to_train_ids
 from autolabel.layout import Sample, list_samples
-from autolabel.store import CorruptImageError, LabelStore, Status, class_pixels
+from autolabel.store import CorruptImageError, ImageRecord, LabelStore, Status, class_pixels
 
 
 @dataclass(frozen=True)
@@ -53,11 +53,11 @@ def _store_rows(store: LabelStore) -> tuple[list[dict], list[str]]:
     """Rows of the store's stored images, from its index (class counts and centroids are recorded when an image
     is written), and the ids of its failed images. A CorruptImageError names the images whose chunks fail their
     checksums (read, not decoded), which training could not read."""
-    corrupt = store.find_corrupt(store.records())
+    index = store.index()  # read once: the rows and the checksums come from the same index
+    done = index.filter(pc.equal(index["status"], Status.DONE.value))
+    corrupt = store.find_corrupt(ImageRecord.from_dict(row) for row in done.to_pylist())
     if corrupt:
         raise CorruptImageError(store.url, corrupt[0], others=len(corrupt) - 1)
-    index = store.index()
-    done = index.filter(pc.equal(index["status"], Status.DONE.value))
     rows = [{
         "image": row["source"], "source": "auto_coarse", "label_png": None, "label_store": store.url,
         "label_key": row["image_id"], "height": row["height"], "width": row["width"],
