@@ -254,22 +254,24 @@ def import_(
     source: Annotated[LabelSource, typer.Option(help="Label kind.")] = "gtCoarse",
     overwrite: OverwriteOption = False,
     codec: Annotated[Optional[Codec], typer.Option(help=CODEC_HELP, show_default=False)] = None,
+    storage_options: StorageOptionsOption = None,
 ) -> None:
     """Import existing PNG label maps (label ids) into a label store, as train ids.
 
     Converts a PNG label set into the compact zarr store; rerunning skips images already stored.
     """
-    _import(root, out, split, source.value, overwrite, _value(codec))
+    _import(root, out, split, source.value, overwrite, _value(codec), parse_storage_options(storage_options))
 
 
-def _import(root: Path, out: str, split: str, source: str, overwrite: bool, codec: str | None) -> None:
+def _import(root: Path, out: str, split: str, source: str, overwrite: bool, codec: str | None,
+            options: dict | None) -> None:
     from pipelines.ingest import import_labels
 
     with progress_bar() as bar:
         task = bar.add_task(f"import {split}/{source}", total=None)
         summary = import_labels(root, split, source, out, overwrite,
                                 progress=lambda done, total: bar.update(task, completed=done, total=total),
-                                codec=codec)
+                                codec=codec, storage_options=options)
     console.print(f"{summary.store}: {summary.written} written, {summary.skipped} already stored, "
                   f"{len(summary.failed)} failed")
     for image_id, error in summary.failed.items():
@@ -454,6 +456,10 @@ def train(
     coarse_rare_only: Annotated[bool, typer.Option(help="With --samples: centre coarse crops on rare classes only.")] = False,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address for --workers > 1.")] = None,
+    storage_options: Annotated[Optional[str], typer.Option(
+        callback=_storage_options, show_default=False,
+        help="With --samples: fsspec options of the label stores the table names, as a JSON object (see label "
+             "--help); never written to a checkpoint.")] = None,
 ) -> None:
     """Train a teacher (or student) network; rerunning the same command resumes from the last checkpoint."""
     from pipelines.train import TrainConfig
@@ -465,7 +471,8 @@ def train(
                          train_only=None if train_only is None else tuple(train_only.split(",")),
                          split=split, class_uniform=class_uniform, class_balance=class_balance,
                          checkpoint_every=checkpoint_every, seed=seed,
-                         loader_workers=loader_workers, fine_fraction=fine_fraction, coarse_rare_only=coarse_rare_only)
+                         loader_workers=loader_workers, fine_fraction=fine_fraction, coarse_rare_only=coarse_rare_only,
+                         storage_options=parse_storage_options(storage_options))
     _train(config, address)
 
 
@@ -753,6 +760,9 @@ def rethreshold(
                                                                          "resumed", "the codec of STORE"),
                                                  show_default=False)] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    storage_options: Annotated[Optional[str], typer.Option(
+        callback=_storage_options, show_default=False,
+        help="fsspec options of STORE and --out, as a JSON object (see label --help).")] = None,
 ) -> None:
     """Threshold a store's labels again at a higher threshold, without running the teacher.
 
@@ -764,7 +774,8 @@ def rethreshold(
 
     with label_progress_bar() as bar:
         summary = run_rethreshold(store, out, threshold=threshold, overwrite=overwrite, codec=_value(codec),
-                                  progress=_label_progress(bar, f"rethreshold {threshold}"))
+                                  progress=_label_progress(bar, f"rethreshold {threshold}"),
+                                  storage_options=parse_storage_options(storage_options))
     _print_label_summary(summary, json_)
 
 

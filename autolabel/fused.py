@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -81,7 +82,8 @@ def read_samples(path: Path) -> pa.Table:
 class LabelLoader:
     """Train-id labels of a fused item from its PNG or straight from its label store (stores opened once)."""
 
-    def __init__(self) -> None:
+    def __init__(self, storage_options: dict[str, Any] | None = None) -> None:
+        self.storage_options = storage_options
         self._stores: dict[str, LabelStore] = {}
 
     def __call__(self, item: FusedItem) -> np.ndarray:
@@ -89,11 +91,12 @@ class LabelLoader:
             return to_train_ids(read_label(Path(item.label_png)))
         store = self._stores.get(item.label_store)
         if store is None:
-            store = self._stores[item.label_store] = LabelStore.open(item.label_store)
+            store = self._stores[item.label_store] = LabelStore.open(item.label_store,
+                                                                         storage_options=self.storage_options)
         return store.read(item.label_key)
 
     def __getstate__(self) -> dict:
-        return {"_stores": {}}  # DataLoader workers reopen stores themselves
+        return {"storage_options": self.storage_options, "_stores": {}}  # DataLoader workers reopen stores
 
 
 def rare_classes(class_pixels: np.ndarray) -> list[int]:
@@ -113,13 +116,13 @@ class FusedDataset(SegmentationDataset):
 
     def __init__(self, items: Sequence[FusedItem], centroids: Sequence[Mapping[int, Centre]], augment: AugmentConfig,
                  *, class_uniform: float, fine_fraction: float | None, coarse_rare_only: bool, rare: Sequence[int],
-                 seed: int) -> None:
+                 seed: int, storage_options: dict[str, Any] | None = None) -> None:
         if fine_fraction is not None and not 0.0 <= fine_fraction <= 1.0:
             raise ConfigError(f"fine fraction must be in [0, 1], got {fine_fraction}")
         self.fine_fraction = fine_fraction
         self.coarse_rare_only = coarse_rare_only
         self.rare = set(rare)
-        super().__init__(items, train_transform(augment), label_loader=LabelLoader(), centroids=centroids,
+        super().__init__(items, train_transform(augment), label_loader=LabelLoader(storage_options), centroids=centroids,
                          class_uniform=class_uniform, seed=seed)
 
     def set_epoch(self, epoch: int) -> None:
@@ -154,8 +157,10 @@ def fused_dataset(
     fine_fraction: float | None = None,
     coarse_rare_only: bool = False,
     seed: int = 0,
+    storage_options: dict[str, Any] | None = None,
 ) -> FusedDataset:
-    """Training dataset over a fused sample table (fine PNG + auto labels read from zarr + optional gtCoarse)."""
+    """Training dataset over a fused sample table (fine PNG + auto labels read from zarr + optional gtCoarse);
+    `storage_options` are the fsspec options of its label stores."""
     table = read_samples(samples).to_pylist()
     if not table:
         raise DatasetError(f"{samples}: fused sample table has no rows")
@@ -163,4 +168,5 @@ def fused_dataset(
     centroids = [{c["cls"]: (c["y"], c["x"]) for c in r["centroids"]} for r in table]
     fine_pixels = np.array([r["class_pixels"] for r in table if r["source"] == FINE] or [[0] * NUM_CLASSES])
     return FusedDataset(items, centroids, augment, class_uniform=class_uniform, fine_fraction=fine_fraction,
-                        coarse_rare_only=coarse_rare_only, rare=rare_classes(fine_pixels), seed=seed)
+                        coarse_rare_only=coarse_rare_only, rare=rare_classes(fine_pixels), seed=seed,
+                        storage_options=storage_options)

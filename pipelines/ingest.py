@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from autolabel.errors import DatasetError
 from autolabel.images import image_shape, read_label
@@ -35,15 +36,17 @@ def import_labels(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     codec: str | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> IngestSummary:
     """Store every `source` label map of `split` (as train ids) with their class counts and centroids; reruns
     skip images already stored, except those whose stored chunks fail their checksums. `codec` (autolabel.codecs)
-    compresses a new store's maps (None: the default, or the codec of the store being resumed)."""
+    compresses a new store's maps (None: the default, or the codec of the store being resumed); `storage_options`
+    are the fsspec options of an `out` URL (an S3 endpoint, credentials)."""
     samples = [s for s in list_samples(Path(root), split, source, require_labels=False) if s.label is not None]
     if not samples:
         raise DatasetError(f"{root}: split {split!r} has no {source} label files")
     provenance = import_provenance(source)
-    store = open_store(out, provenance, overwrite, codec)
+    store = open_store(out, provenance, overwrite, codec, storage_options)
     done = store.intact_ids()
     written, failed = 0, {}
     for i, sample in enumerate(samples):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from autolabel.errors import StoreError
 from autolabel.store import ImageNotStoredError, LabelStore, Status, open_store
@@ -24,17 +25,18 @@ class RethresholdError(StoreError):
 
 
 def rethreshold(store_url: str | Path, out: str | Path, *, threshold: float, overwrite: bool = False,
-                codec: str | None = None, progress: LabelProgress | None = None) -> LabelSummary:
+                codec: str | None = None, progress: LabelProgress | None = None,
+                storage_options: dict[str, Any] | None = None) -> LabelSummary:
     """A new store at `out` from a keep-confidence store, thresholded again at a higher `threshold`.
 
     No teacher runs: a pixel stays labelled only where its stored confidence exceeds `threshold` (exact at
     0.5, 0.7 and 0.9, see autolabel.store.kept_confidence). The new store uses `codec`, default the source's.
     A lower threshold than the store's is refused (the dropped pixels' classes are gone). The new
     store keeps the confidence maps, so it can be re-thresholded again; reruns resume it (writing again the
-    images whose chunks in it fail their checksums).
+    images whose chunks in it fail their checksums). `storage_options` are the fsspec options of both URLs.
     """
     threshold = check_threshold(threshold)
-    source = LabelStore.open(store_url)
+    source = LabelStore.open(store_url, storage_options=storage_options)
     old = source.provenance
     if not old.keep_confidence:
         raise RethresholdError(f"{source.url}: made without keep_confidence; it cannot be re-thresholded "
@@ -42,7 +44,8 @@ def rethreshold(store_url: str | Path, out: str | Path, *, threshold: float, ove
     if threshold < old.threshold:
         raise RethresholdError(f"{source.url}: threshold {threshold} is below the store's {old.threshold}; "
                          "pixels under the store's threshold have no class left to restore")
-    target = open_store(out, replace(old, threshold=threshold), overwrite, codec or source.codec.name)
+    target = open_store(out, replace(old, threshold=threshold), overwrite, codec or source.codec.name,
+                        storage_options)
     records = source.records()
     stored = target.intact_ids()
     todo = [r for r in records if r.image_id not in stored]

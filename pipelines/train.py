@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -73,6 +74,9 @@ class TrainConfig:
     split: str = "train"
     source: str = "gtFine"
     samples: str | None = None
+    storage_options: dict[str, Any] | None = None
+    """With --samples: fsspec options of the label stores the table names (an S3 endpoint, credentials); never
+    written to a checkpoint."""
     class_uniform: float = 0.5
     class_balance: float = 0.5
     """Weigh each class's pixels by its batch frequency ** -class_balance in the segmentation loss: 0.5 lifts a
@@ -219,7 +223,7 @@ def build_dataset(config: TrainConfig) -> SegmentationDataset:
     if config.samples:
         return fused_dataset(config.samples, augment, class_uniform=config.class_uniform,
                              fine_fraction=config.fine_fraction, coarse_rare_only=config.coarse_rare_only,
-                             seed=config.seed)
+                             seed=config.seed, storage_options=config.storage_options)
     return cityscapes_dataset(
         config.root, config.split, config.source, augment, class_uniform=config.class_uniform,
         cache_file=Path(config.run_dir) / CENTROID_CACHE, seed=config.seed,
@@ -241,7 +245,7 @@ def inherited_untrained(config: TrainConfig) -> list[str]:
 def _metadata(config: TrainConfig, iteration: int, loss: float | None, untrained: list[str] | None = None) -> dict:
     return {
         UNTRAINED_KEY: untrained_after(HEADS if untrained is None else untrained, config.trained_parts),
-        "training": dataclasses.asdict(config),
+        "training": {k: v for k, v in dataclasses.asdict(config).items() if k != "storage_options"},
         "iterations": iteration,
         "metrics": {"train_loss": loss},
         "torch": str(torch.__version__),

@@ -1,4 +1,4 @@
-"""Label stores in object storage: label, inspect, export, fuse and train --samples against an S3-compatible server
+"""Label stores in object storage: label, import, rethreshold, inspect, export, fuse and train --samples against an S3-compatible server
 (moto) on 127.0.0.1, with the endpoint and credentials given as --storage-options or as AWS environment variables."""
 
 from __future__ import annotations
@@ -6,13 +6,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from autolabel.claims import claim_key
-from autolabel.store import METADATA_KEY, LabelStore
+from autolabel.labels import IGNORE
+from autolabel.store import METADATA_KEY, LabelStore, Provenance
 from autolabel.synth import SynthConfig, generate
 from cli import app
+from models.checkpoint import load_checkpoint
 
 moto_server = pytest.importorskip("moto.server", reason="the s3 tests need moto[server] (pip install -e '.[test]')")
 pytest.importorskip("s3fs", reason="the s3 tests need s3fs (pip install -e '.[test]')")
@@ -95,6 +98,33 @@ def test_a_student_trains_on_a_fused_table_of_an_s3_store(labelled, root, option
     invoke("train", root, "--out", tmp_path / "run", "--samples", fused, "--iters", 2, "--batch-size", 2,
            "--crop", "32x64")
     assert (tmp_path / "run" / "model.pt").is_file()
+
+
+def test_training_takes_storage_options_and_keeps_them_out_of_its_checkpoint(labelled, root, options, tmp_path):
+    fused = tmp_path / "fused.parquet"
+    invoke("fuse", root, "--labels", STORE, "--out", fused, "--storage-options", options)
+    invoke("train", root, "--out", tmp_path / "run", "--samples", fused, "--iters", 2, "--batch-size", 2,
+           "--crop", "32x64", "--storage-options", options)
+    saved = load_checkpoint(tmp_path / "run" / "model.pt").metadata["training"]
+    assert "storage_options" not in saved and CREDENTIALS["AWS_SECRET_ACCESS_KEY"] not in json.dumps(saved)
+
+
+def test_import_writes_label_files_into_s3_given_storage_options(root, options):
+    url = f"s3://{BUCKET}/imported.zarr"
+    invoke("import", root, "--out", url, "--split", "train", "--source", "gtFine", "--storage-options", options)
+    assert LabelStore.open(url, storage_options=json.loads(options)).manifest().num_rows == 2
+
+
+def test_rethreshold_writes_a_local_store_again_into_s3_given_storage_options(options, tmp_path):
+    source = LabelStore.create(tmp_path / "kept.zarr", Provenance("0" * 64, (1.0,), 0.5, False, keep_confidence=True))
+    labels, confidence = np.zeros((8, 16), np.uint8), np.full((8, 16), 9, np.uint8)  # steps: 9 is above 0.9
+    confidence[:, :8] = 7  # the left half is 0.7-0.8 sure: ignored at 0.9
+    source.write("city_000000_000001", labels, source="img.png", confidence=confidence)
+    source.write_manifest()
+    url = f"s3://{BUCKET}/rethresholded.zarr"
+    invoke("rethreshold", tmp_path / "kept.zarr", "--threshold", "0.9", "--out", url, "--storage-options", options)
+    stored = LabelStore.open(url, storage_options=json.loads(options)).read("city_000000_000001")
+    assert (stored[:, :8] == IGNORE).all() and (stored[:, 8:] == 0).all()
 
 
 def test_the_settings_document_of_an_s3_store_is_created_only_once(labelled, options):
