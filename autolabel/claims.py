@@ -12,7 +12,10 @@ falls back to check-then-put, where two racing processes can both believe they w
 
 A Claim is stale, and may be taken over, when its process is gone (a claim made on this host by a pid that no longer
 runs) or it is older than its timeout (a claim made on another host): a job that dies mid-claim loses nothing; the
-images it held are labelled by the next run on its host at once, elsewhere after the timeout.
+images it held are labelled by the next run on its host at once, elsewhere after the timeout. A claim counts the
+attempts on its key: taking over a stale claim makes attempt `holder.attempt + 1`, so a process that keeps dying
+on one image (its worker killed for memory, a crash in native code) shows as a growing count, which its caller
+bounds (pipelines.label: MAX_LABEL_ATTEMPTS).
 """
 
 from __future__ import annotations
@@ -77,16 +80,19 @@ def pid_alive(pid: int) -> bool:
 
 @dataclass(frozen=True)
 class Claim:
-    """Who holds a key: a token unique to this claim, the host and pid that made it, and when (UTC ISO)."""
+    """Who holds a key: a token unique to this claim, the host and pid that made it, when (UTC ISO), and the how
+    many-th attempt on the key it is (1 + the stale claims taken over before it)."""
 
     token: str
     host: str
     pid: int
     time: str
+    attempt: int = 1
 
     @classmethod
-    def mine(cls) -> Claim:
-        return cls(uuid.uuid4().hex, socket.gethostname(), os.getpid(), datetime.now(timezone.utc).isoformat())
+    def mine(cls, attempt: int = 1) -> Claim:
+        return cls(uuid.uuid4().hex, socket.gethostname(), os.getpid(), datetime.now(timezone.utc).isoformat(),
+                   attempt)
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -117,9 +123,10 @@ def is_stale(claim: Claim | None, now: datetime, host: str, timeout_s: float,
 
 def acquire(zstore: Store, key: str, timeout_s: float = CLAIM_TIMEOUT_S) -> tuple[Claim | None, Claim | None]:
     """Try to hold `key`: (our claim, None) when we do, else (None, the holder's claim). A stale claim is deleted
-    and claimed once more."""
+    and claimed once more, as the attempt after it."""
+    holder = None
     for attempt in range(2):
-        mine = Claim.mine()
+        mine = Claim.mine(1 if holder is None else holder.attempt + 1)
         stored = claim_key(zstore, key, mine.to_bytes())
         if stored == mine.to_bytes():
             return mine, None

@@ -55,6 +55,10 @@ SKIPPED = "skipped"
 NO_IMAGE = np.zeros((0, 0, 3), dtype=np.uint8)
 """The image of a row whose file could not be decoded."""
 
+MAX_LABEL_ATTEMPTS = 3
+"""Tries at an image whose labelling kills its worker (Ray replaces the actor and retries its batch) before the
+image is recorded as failed: the job goes on instead of retrying it without end."""
+
 BLOCK_IMAGES = 8
 """Most images per Ray Data block (the unit of scheduling, retry and progress) of a large split."""
 BLOCKS_PER_WORKER = 4
@@ -210,21 +214,27 @@ class Labeler:
         claims = {i: claim for i, image_id in enumerate(ids)
                   if (claim := self.store.claim(image_id, self.settings.since)) is not None}
         try:
-            return self.label_claimed(batch, set(claims))
+            return self.label_claimed(batch, {i: claim.attempt for i, claim in claims.items()})
         finally:
             for i, claim in claims.items():
                 self.store.release(ids[i], claim)
 
-    def label_claimed(self, batch: dict[str, np.ndarray], claimed: set[int]) -> dict[str, np.ndarray]:
-        """Label and store the rows `claimed`, record the failed ones, and mark the others SKIPPED."""
+    def label_claimed(self, batch: dict[str, np.ndarray], attempts: dict[int, int]) -> dict[str, np.ndarray]:
+        """Label and store the rows claimed (`attempts`: row -> its attempt), record the failed ones, and mark the
+        others SKIPPED. A row on a later attempt (a worker died while labelling it) is labelled alone, after the
+        others, so it takes no other image down with it; past MAX_LABEL_ATTEMPTS it is recorded as failed."""
         ids, sources = list(batch["image_id"]), list(batch["source"])
-        status = [Status.FAILED.value if i in claimed else SKIPPED for i in range(len(ids))]
-        errors = [str(e) if i in claimed else "" for i, e in enumerate(batch["error"])]
+        status = [Status.FAILED.value if i in attempts else SKIPPED for i in range(len(ids))]
+        errors = [str(e) if i in attempts else "" for i, e in enumerate(batch["error"])]
+        for i, attempt in attempts.items():
+            if attempt > MAX_LABEL_ATTEMPTS and not errors[i]:
+                errors[i] = (f"its labelling worker died {attempt - 1} times while labelling it (killed for memory, "
+                             "or a crash in native code); a rerun tries it again")
         fractions, seconds = np.full(len(ids), np.nan), np.zeros(len(ids))
-        for indices in group_by_shape(batch["image"], errors).values():
-            indices = [i for i in indices if i in claimed]
-            if not indices:
-                continue
+        groups = [[i for i in indices if attempts.get(i) == 1]
+                  for indices in group_by_shape(batch["image"], errors).values()]
+        retried = [[i] for i in sorted(attempts) if attempts[i] > 1 and not errors[i]]
+        for indices in [group for group in groups if group] + retried:
             started, tic = _utc_now(), time.perf_counter()
             try:
                 labels, confidence, means = self.infer(np.stack([batch["image"][i] for i in indices]))
@@ -244,7 +254,7 @@ class Labeler:
                     errors[i] = f"storing failed: {_describe(exc)}"
                     continue
                 status[i], seconds[i] = Status.DONE.value, share + time.perf_counter() - tic
-        for i in sorted(claimed):
+        for i in sorted(attempts):
             if status[i] == Status.FAILED.value:
                 self.store.write_failure(ids[i], sources[i], errors[i])
         return {
