@@ -11,8 +11,10 @@ falls back to check-then-put, where two racing processes can both believe they w
 `If-None-Match` have no exclusive create, and reading the key back (`claim_key`) narrows that race but cannot close it.
 
 A Claim is stale, and may be taken over, when its process is gone (a claim made on this host by a pid that no longer
-runs) or it is older than its timeout (a claim made on another host): a job that dies mid-claim loses nothing; the
-images it held are labelled by the next run on its host at once, elsewhere after the timeout. A claim counts the
+runs), it is older than its timeout (a claim made on another host), or it was made by the same job (a claim names
+its job: within one job an image is only retried once the worker holding it is gone, on whichever node): a job that
+dies mid-claim loses nothing; the images it held are labelled by the next run on its host at once, elsewhere after
+the timeout, and by its own retry at once. A claim counts the
 attempts on its key: taking over a stale claim makes attempt `holder.attempt + 1`, so a process that keeps dying
 on one image (its worker killed for memory, a crash in native code) shows as a growing count, which its caller
 bounds (pipelines.label: MAX_LABEL_ATTEMPTS).
@@ -88,11 +90,13 @@ class Claim:
     pid: int
     time: str
     attempt: int = 1
+    job: str = ""
+    """The job the claim was made for ("": none named)."""
 
     @classmethod
-    def mine(cls, attempt: int = 1) -> Claim:
+    def mine(cls, attempt: int = 1, job: str = "") -> Claim:
         return cls(uuid.uuid4().hex, socket.gethostname(), os.getpid(), datetime.now(timezone.utc).isoformat(),
-                   attempt)
+                   attempt, job)
 
     def to_bytes(self) -> bytes:
         return json.dumps(asdict(self)).encode()
@@ -113,25 +117,28 @@ class Claim:
 
 
 def is_stale(claim: Claim | None, now: datetime, host: str, timeout_s: float,
-             alive: Callable[[int], bool] = pid_alive) -> bool:
-    """Whether a claim may be taken over: unreadable, made on `host` by a process that is gone, or older than
-    `timeout_s`."""
+             alive: Callable[[int], bool] = pid_alive, job: str = "") -> bool:
+    """Whether a claim may be taken over: unreadable, made on `host` by a process that is gone, older than
+    `timeout_s`, or made for `job` (when one is named) by a process its retry replaces."""
     if claim is None:
+        return True
+    if job and claim.job == job:
         return True
     return (claim.host == host and not alive(claim.pid)) or claim.age_s(now) > timeout_s
 
 
-def acquire(zstore: Store, key: str, timeout_s: float = CLAIM_TIMEOUT_S) -> tuple[Claim | None, Claim | None]:
-    """Try to hold `key`: (our claim, None) when we do, else (None, the holder's claim). A stale claim is deleted
-    and claimed once more, as the attempt after it."""
+def acquire(zstore: Store, key: str, timeout_s: float = CLAIM_TIMEOUT_S, job: str = ""
+            ) -> tuple[Claim | None, Claim | None]:
+    """Try to hold `key` for `job`: (our claim, None) when we do, else (None, the holder's claim). A stale claim is
+    deleted and claimed once more, as the attempt after it."""
     holder = None
     for attempt in range(2):
-        mine = Claim.mine(1 if holder is None else holder.attempt + 1)
+        mine = Claim.mine(1 if holder is None else holder.attempt + 1, job)
         stored = claim_key(zstore, key, mine.to_bytes())
         if stored == mine.to_bytes():
             return mine, None
         holder = Claim.from_bytes(stored)
-        if attempt or not is_stale(holder, datetime.now(timezone.utc), socket.gethostname(), timeout_s):
+        if attempt or not is_stale(holder, datetime.now(timezone.utc), socket.gethostname(), timeout_s, job=job):
             return None, holder
         if sync(read_key(zstore, key)) == stored:  # still the stale claim: not one another process took over since
             sync(zstore.delete(key))

@@ -613,12 +613,13 @@ class LabelStore:
         log.warning("%s: %s failed: %s", self.url, image_id, error)
         return record
 
-    def claim(self, image_id: str, since: datetime | None = None) -> Claim | None:
+    def claim(self, image_id: str, since: datetime | None = None, job: str = "") -> Claim | None:
         """Hold `image_id` for this process to label it, or None when another live process holds it or (when
         `since`, the start of this job, is given) its record was written since then by another job. Release the
-        claim once the image's record is written; a claim whose process died is taken over (autolabel.claims)."""
+        claim once the image's record is written; a claim whose process died, or one of the same `job` (a retry
+        of its own dead worker, on any node), is taken over (autolabel.claims)."""
         validate_stem(image_id)
-        claim, _ = acquire(self._zstore, f"{CLAIMS}/{image_id}", CLAIM_TIMEOUT_S)
+        claim, _ = acquire(self._zstore, f"{CLAIMS}/{image_id}", CLAIM_TIMEOUT_S, job)
         if claim is not None and since is not None and self._recorded_since(image_id, since):
             self.release(image_id, claim)
             return None

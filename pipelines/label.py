@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -76,6 +77,8 @@ class InferenceSettings:
     torch_threads: int = 1
     since: datetime | None = None
     """When the job started: images recorded since then were labelled by another job, and are skipped."""
+    job: str = ""
+    """The job's id in its claims: a retry takes over its own dead worker's claims at once, on any node."""
 
 
 LABEL_SCALES = (0.5, 1.0, 2.0)
@@ -212,7 +215,7 @@ class Labeler:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         ids = list(batch["image_id"])
         claims = {i: claim for i, image_id in enumerate(ids)
-                  if (claim := self.store.claim(image_id, self.settings.since)) is not None}
+                  if (claim := self.store.claim(image_id, self.settings.since, self.settings.job)) is not None}
         try:
             return self.label_claimed(batch, {i: claim.attempt for i, claim in claims.items()})
         finally:
@@ -369,7 +372,7 @@ def label(config: LabelConfig, *, progress: LabelProgress | None = None, labeler
         settings = InferenceSettings(
             options=options, threshold=config.threshold, keep_confidence=config.keep_confidence,
             device="cuda" if config.gpus_per_worker > 0 else "cpu",
-            torch_threads=max(1, cpus // config.workers), since=since,
+            torch_threads=max(1, cpus // config.workers), since=since, job=uuid.uuid4().hex,
         )
         tic = time.perf_counter()
         failed, shared = run_labeling(store, todo, checkpoint, settings, config.workers, config.gpus_per_worker,

@@ -4,10 +4,7 @@ the actor and retries, a bounded number of times, then the image is recorded as 
 from __future__ import annotations
 
 import os
-import socket
-from datetime import datetime, timezone
 
-from autolabel.claims import Claim, acquire, is_stale
 from autolabel.store import LabelStore, Status
 from pipelines.label import MAX_LABEL_ATTEMPTS, Labeler, label
 from tests.conftest import EXTRA_STEMS
@@ -40,15 +37,3 @@ def test_an_image_that_kills_its_worker_every_time_is_recorded_as_failed(
     store = LabelStore.open(out)
     assert store.completed_ids() == set(EXTRA_STEMS) - {POISON}
     assert {r.image_id: r.status for r in store.records()}[POISON] == Status.FAILED
-
-
-def test_taking_over_a_stale_claim_counts_one_more_attempt(tmp_path):
-    from zarr.storage import LocalStore
-
-    zstore = LocalStore(tmp_path)
-    dead = Claim("token", socket.gethostname(), 2**22 + 12345, datetime.now(timezone.utc).isoformat(), attempt=2)
-    assert is_stale(dead, datetime.now(timezone.utc), socket.gethostname(), 60.0, alive=lambda pid: False)
-    (tmp_path / "claims").mkdir()
-    (tmp_path / "claims" / "image").write_bytes(dead.to_bytes())
-    claim, holder = acquire(zstore, "claims/image", 60.0)
-    assert holder is None and claim.attempt == 3
