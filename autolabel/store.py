@@ -405,6 +405,18 @@ async def _gather(coroutines: Sequence[Coroutine[Any, Any, Any]]) -> list[Any]:
     return await asyncio.gather(*(limited(c) for c in coroutines))
 
 
+def _decode_chunk(array: zarr.Array, coords: tuple[int, ...], data: bytes | None) -> np.ndarray:
+    """The (H, W) map of the chunk at `coords` of `array` from its stored bytes (None: no chunk, the fill value),
+    decoded by the array's own codec pipeline: the bytes a checksum was checked on are the bytes decoded, with
+    no second fetch."""
+    meta, prototype = array.metadata, default_buffer_prototype()
+    spec = meta.get_chunk_spec(coords, array._async_array.config, prototype)
+    if data is None:
+        return np.full(spec.shape[-2:], array.fill_value, dtype=np.uint8)
+    decoded = sync(array._async_array.codec_pipeline.decode([(prototype.buffer.from_bytes(data), spec)]))
+    return next(iter(decoded)).as_numpy_array().reshape(spec.shape[-2:])  # (1, 1, H, W) -> (H, W)
+
+
 def _zarr_store(url: str, read_only: bool, storage_options: dict[str, Any] | None) -> Store:
     if "://" not in url:
         return LocalStore(url, read_only=read_only)
@@ -580,12 +592,13 @@ class LabelStore:
         counts = class_pixels(labels, f"labels of {image_id}")
         self._check_confidence(image_id, labels.shape, confidence)
         height, width = labels.shape
-        self._array(LABELS, city, height, width, create=True)[seq, frame] = labels
-        checksums = {"labels_crc32": self._stored_checksum(_chunk_path(LABELS, image_id, height, width))}
+        labels_array = self._array(LABELS, city, height, width, create=True)
+        checksums = {"labels_crc32": self._write_chunk(labels_array, (seq, frame), image_id, LABELS, labels)}
         if confidence is not None:
             kept = kept_confidence(labels, confidence, self.provenance.threshold)
-            self._array(CONFIDENCE, city, height, width, create=True)[seq, frame] = kept
-            checksums["confidence_crc32"] = self._stored_checksum(_chunk_path(CONFIDENCE, image_id, height, width))
+            confidence_array = self._array(CONFIDENCE, city, height, width, create=True)
+            checksums["confidence_crc32"] = self._write_chunk(confidence_array, (seq, frame), image_id, CONFIDENCE,
+                                                              kept)
         record = ImageRecord(
             **self._provenance_fields(image_id, source, Status.DONE, started),
             height=height,
@@ -828,8 +841,20 @@ class LabelStore:
         buffer = await self._zstore.get(key, prototype=default_buffer_prototype())
         return None if buffer is None else buffer.to_bytes()
 
-    def _stored_checksum(self, key: str) -> int:
-        return chunk_checksum(sync(self._chunk_bytes(key)))
+    def _write_chunk(self, array: zarr.Array, index: tuple[int, int], image_id: str, group: str,
+                     plane: np.ndarray) -> int:
+        """Store `plane` (H, W) as the chunk [seq, frame] of `array`, encoded by the array's codec pipeline, and
+        return the checksum of the bytes stored: a map that is all fill value has no chunk, as zarr writes it."""
+        key = _chunk_path(group, image_id, *plane.shape)
+        prototype = default_buffer_prototype()
+        if (plane == array.fill_value).all():
+            sync(self._zstore.delete(key))
+            return chunk_checksum(None)
+        spec = array.metadata.get_chunk_spec((*index, 0, 0), array._async_array.config, prototype)
+        chunk = prototype.nd_buffer.from_numpy_array(plane.reshape(spec.shape))
+        encoded = next(iter(sync(array._async_array.codec_pipeline.encode([(chunk, spec)]))))
+        sync(self._zstore.set(key, encoded))
+        return chunk_checksum(encoded.to_bytes())
 
     def _checked_map(self, group: str, record: ImageRecord,
                      window: tuple[slice, slice] = (slice(None), slice(None))) -> np.ndarray:
@@ -840,11 +865,12 @@ class LabelStore:
             array = self._array(group, *self._location(record))
         except (NodeNotFoundError, FileNotFoundError):
             raise CorruptImageError(self.url, self._array_gone(group, record)) from None
-        fault = chunk_fault(record, group, sync(self._chunk_bytes(_record_chunk_path(group, record))))
+        data = sync(self._chunk_bytes(_record_chunk_path(group, record)))
+        fault = chunk_fault(record, group, data)
         if fault is not None:
             raise CorruptImageError(self.url, fault)
         try:
-            return array[(seq, frame, *window)]
+            return _decode_chunk(array, (seq, frame, 0, 0), data)[window]
         except ChunkShapeError as exc:
             raise CorruptImageError(self.url, Corruption(record.image_id, group, Fault.SHAPE, str(exc))) from None
         except (RuntimeError, ValueError) as exc:  # what zstd, libwebp and libjxl raise on bytes they cannot decode
