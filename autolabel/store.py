@@ -41,6 +41,7 @@ labelled since it started. Folding the manifest holds `manifest.lock`, so folds 
 
     {url}/claims/{image_id}                 held by the process labelling the image (autolabel.claims)
     {url}/manifest.lock                     held while a manifest is folded
+    {url}/overwrite.lock                    held while --overwrite replaces the store (open_store)
 
 Local paths and `file://` URLs use zarr's LocalStore (atomic writes); any other fsspec URL
 (`memory://`, `s3://`, ...) uses zarr's FsspecStore with `storage_options` (an S3 endpoint, credentials; without
@@ -92,6 +93,7 @@ ROOT_ATTR = "autolabel"
 LABELS, CONFIDENCE, RECORDS, CLAIMS = "labels", "confidence", "records", "claims"
 MANIFEST = "manifest.parquet"
 MANIFEST_LOCK = "manifest.lock"
+OVERWRITE_LOCK = "overwrite.lock"
 METADATA_KEY = "zarr.json"
 SEQUENCES = FRAMES = 1_000_000
 """The (seq, frame) grid of a city: Cityscapes numbers both with 6 digits."""
@@ -505,7 +507,7 @@ class LabelStore:
         choice.codecs(level)  # a bad level fails before anything is written
         zstore = _zarr_store(url, read_only=False, storage_options=storage_options)
         exists = StoreExistsError(f"{url}: already exists (pass overwrite=True to replace a label store)")
-        if not sync(zstore.is_empty("")):
+        if sync(_holds_anything(zstore)):
             if not overwrite:
                 raise exists
             _read_settings(url, zstore)  # refuse to delete anything that is not a label store
@@ -949,10 +951,18 @@ def _root_document(settings: dict[str, Any]) -> bytes:
 
 
 async def _clear(zstore: Store) -> None:
-    """Delete everything in the store, the root document last: a wipe cut short leaves a label store that
-    `create(overwrite=True)` recognises and wipes again."""
-    await _delete_all(zstore, [key async for key in zstore.list() if key != METADATA_KEY])
+    """Delete everything in the store but its overwrite lock, the root document last: a wipe cut short leaves a
+    label store that `create(overwrite=True)` recognises and wipes again."""
+    await _delete_all(zstore, [key async for key in zstore.list() if key not in (METADATA_KEY, OVERWRITE_LOCK)])
     await zstore.delete(METADATA_KEY)
+
+
+async def _holds_anything(zstore: Store) -> bool:
+    """Whether the store has a key besides the overwrite lock (stops at the first)."""
+    async for key in zstore.list():
+        if key != OVERWRITE_LOCK:
+            return True
+    return False
 
 
 def _read_settings(url: str, zstore: Store) -> dict[str, Any]:
@@ -992,4 +1002,11 @@ def open_store(out: str | Path, provenance: Provenance, overwrite: bool = False,
     except ProvenanceMismatchError:
         if not overwrite:
             raise
-    return LabelStore.create(out, provenance, codec or DEFAULT_CODEC, overwrite=True, storage_options=storage_options)
+    url = normalize_url(out)
+    with held(_zarr_store(url, read_only=False, storage_options=storage_options), OVERWRITE_LOCK, url):
+        # of jobs replacing one store at once, the first replaces it; the others find it made with their
+        # settings (resumed, never wiped again) or with others (replaced in turn)
+        with contextlib.suppress(ProvenanceMismatchError):
+            return LabelStore.open_or_create(out, provenance, codec, storage_options)
+        return LabelStore.create(out, provenance, codec or DEFAULT_CODEC, overwrite=True,
+                                 storage_options=storage_options)

@@ -8,6 +8,7 @@ import uuid
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from autolabel.errors import StoreError
@@ -33,14 +34,27 @@ def open_at_once(barrier, out: str, threshold: float) -> str:
         return f"error: {exc}"
 
 
+def overwrite_at_once(barrier, out: str, threshold: float, image_id: str) -> str:
+    """`--overwrite` with `threshold` (open_store(overwrite=True)) started together with the other process, then one
+    image written: the threshold of the store it got."""
+    barrier.wait()
+    store = open_store(out, provenance(threshold), overwrite=True)
+    store.write(image_id, np.zeros((8, 16), np.uint8), source=image_id)
+    return str(store.provenance.threshold)
+
+
 @pytest.fixture(scope="module")
 def race():
     """race(out, thresholds): what open_at_once returned in each of two processes started together."""
     context = multiprocessing.get_context("spawn")
     with context.Manager() as manager, ProcessPoolExecutor(2, mp_context=context) as pool:
-        def run(out: str, thresholds: tuple[float, float]) -> list[str]:
+        def run(out: str, thresholds: tuple[float, float], overwrite: bool = False) -> list[str]:
             barrier = manager.Barrier(2)
-            jobs = [pool.submit(open_at_once, barrier, out, t) for t in thresholds]
+            if overwrite:
+                jobs = [pool.submit(overwrite_at_once, barrier, out, t, f"city_000000_00000{i}")
+                        for i, t in enumerate(thresholds)]
+            else:
+                jobs = [pool.submit(open_at_once, barrier, out, t) for t in thresholds]
             return [job.result(timeout=60) for job in jobs]
 
         yield run
@@ -65,6 +79,17 @@ def test_two_jobs_creating_a_store_with_the_same_settings_both_open_it(race, tmp
         out = str(tmp_path / f"try{attempt}.zarr")
         assert race(out, (0.3, 0.3)) == ["0.3", "0.3"]
         assert LabelStore.open(out).provenance == provenance(0.3)
+
+
+def test_two_jobs_overwriting_a_store_at_once_replace_it_once_and_keep_each_others_images(race, tmp_path):
+    for attempt in range(TRIES):
+        out = str(tmp_path / f"try{attempt}.zarr")
+        old = open_store(out, provenance(0.3))
+        old.write("city_000000_000009", np.zeros((8, 16), np.uint8), source="old")
+        assert race(out, (0.6, 0.6), overwrite=True) == ["0.6", "0.6"]
+        store = LabelStore.open(out)
+        assert store.provenance == provenance(0.6)
+        assert store.completed_ids() == {"city_000000_000000", "city_000000_000001"}
 
 
 def test_two_label_jobs_with_the_same_settings_label_each_image_once(ray_address, dataset_root, teacher_checkpoint,
