@@ -100,13 +100,14 @@ def _store(workdir: Path, threshold: float) -> str:
 
 
 def _train_config(args: argparse.Namespace, root: Path, run_dir: Path, *, preset: str, iters: int, seed: int,
-                  lr: float, samples: str | None = None, init: str | None = None) -> TrainConfig:
+                  lr: float, samples: str | None = None, init: str | None = None,
+                  fine_fraction: float | None = None) -> TrainConfig:
     fused = samples is not None
     return TrainConfig(
         root=str(root), run_dir=str(run_dir), preset=preset, iters=iters, batch_size=args.batch_size,
         crop=tuple(args.crop), lr=lr, jitter=args.jitter, device=args.device, seed=seed,
         threads=args.threads or None, checkpoint_every=max(50, iters // 5), eval_every=max(1, iters // 5),
-        samples=samples, init=init, fine_fraction=args.fine_fraction if fused else None,
+        samples=samples, init=init, fine_fraction=fine_fraction if fused else None,
         coarse_rare_only=args.coarse_rare_only and fused,
     )
 
@@ -184,7 +185,7 @@ def run_experiment(args: argparse.Namespace, workdir: Path) -> dict:
         for seed in args.seeds:
             config = _train_config(args, root, workdir / "students" / f"{arm.key}_seed{seed}", preset=args.preset,
                                    iters=args.student_iters, seed=seed, lr=args.student_lr, samples=samples,
-                                   init=init)
+                                   init=init, fine_fraction=None if arm.oracle else args.fine_fraction)
             fused_stage = [f"fuse_{arm.key}"] if samples else ["synth"]
             run = stages.run(f"student_{arm.key}_seed{seed}", lambda: _trained(config),
                              after=["train_teacher", *fused_stage], params=asdict(config))
@@ -252,7 +253,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--student-lr", type=float, default=0.0015, help="students' AdamW peak learning rate")
     parser.add_argument("--jitter", type=float, default=0.05, help="colour jitter strength (default 0.05)")
     parser.add_argument("--fine-fraction", type=float,
-                        help="students' share of fine samples per epoch (default: natural proportions)")
+                        help="share of fine samples per epoch of the coarse-label students (b)-(d) (default: "
+                             "natural proportions); the oracle (e) always draws its truly labelled images at natural "
+                             "proportions, as the bound on what more labels can give")
     parser.add_argument("--coarse-rare-only", action="store_true",
                         help="centre class-uniform crops of coarse labels on rare classes only")
     parser.add_argument("--scales", type=float, nargs="+", default=[0.5, 1.0, 2.0],

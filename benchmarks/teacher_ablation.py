@@ -102,6 +102,7 @@ def workdir_for(path: str | None, settings: dict) -> Iterator[Path]:
         return
     workdir = Path(path)
     stored = workdir / SETTINGS
+    settings = json.loads(json.dumps(settings))  # tuples become lists, as they are stored
     if stored.exists():
         old = json.loads(stored.read_text())
         if old != settings:
