@@ -5,7 +5,11 @@
 Four kinds of maps, at each size: `drawn` street-scene-like maps with the ignore bands and blobs a
 threshold leaves; `gtFine` and `gtCoarse`, synthetic scenes whose polygon annotations are rasterised by
 cityscapesscripts' json2labelImg as the real Cityscapes labels are; `teacher`, the teacher checkpoint's
-predictions on the synthetic images thresholded at 0.5 (skipped without --checkpoint). Each kind goes
+predictions on the synthetic images thresholded at 0.5 (skipped without --checkpoint), made as `autolabel label`
+makes them: its scales 0.5/1.0/2.0 and PointRend, relative to the size of the images the teacher was trained on
+(`--teacher-height`: the quickstart's teacher saw 128x256 images, so it labels a 512x1024 image at scales
+0.125/0.25/0.5), with PointRend rendering the map at full size. `labelled` is the share of pixels that hold a
+class (teacher maps: those that clear the threshold). Each kind goes
 through LabelStore.write (class counts and centroids included) into a fresh store per codec, then the
 manifest. Bytes count every file of the store (maps, zarr.json documents, manifest) divided by the
 images; the metadata column is the part that is not maps (a fixed ~5 kB plus 25-40 B per image, so it
@@ -43,6 +47,7 @@ from autolabel.storage_report import storage_report
 from autolabel.store import CONFIDENCE, LABELS, LabelStore, Provenance
 from autolabel.synth import SynthConfig, render_sample
 from benchmarks.machine import machine
+from pipelines.label import LABEL_SCALES
 
 PROVENANCE = Provenance(checkpoint_sha256="0" * 64, scales=(1.0,), threshold=0.5, pointrend=False)
 KINDS = ("drawn", "gtFine", "gtCoarse", "teacher")
@@ -68,6 +73,8 @@ class Result:
     wall_write_maps_per_s: float
     wall_read_maps_per_s: float
     wall_crop_reads_per_s: float
+    labelled: float = 1.0
+    """Share of the maps' pixels that hold a class (the rest are ignore, 255)."""
     confidence: float | None = None
     """Bytes of the kept confidence maps over the label maps' (teacher maps with --checkpoint)."""
 
@@ -147,10 +154,11 @@ def _crops(rng: np.random.Generator, shape: tuple[int, int], count: int) -> list
     return [(int(y), int(y) + h, int(x), int(x) + w) for y, x in zip(ys, xs)]
 
 
-def synthetic_maps(count: int, height: int, width: int, checkpoint: Path | None
+def synthetic_maps(count: int, height: int, width: int, checkpoint: Path | None, teacher_height: int = 128
                    ) -> tuple[dict[str, list[np.ndarray]], list[np.ndarray]]:
     """The gtFine, gtCoarse and (with a checkpoint) teacher maps of `count` synthetic scenes, as train ids,
-    and the teacher maps' confidence steps (empty without a checkpoint)."""
+    and the teacher maps' confidence steps (empty without a checkpoint). The teacher predicts at the label
+    stage's scales times teacher_height / height: relative to the images it was trained on."""
     config = SynthConfig(train_extra=count, height=height, width=width)
     samples = [render_sample(config, "train_extra", i) for i in range(count)]
     maps = {"gtFine": [to_train_ids(s.fine_ids) for s in samples],
@@ -167,12 +175,18 @@ def synthetic_maps(count: int, height: int, width: int, checkpoint: Path | None
         model = load_model(checkpoint)[0].eval()
         maps["teacher"] = []
         for sample in samples:
-            probs = predict(model, normalize_batch(torch.from_numpy(sample.image)[None]), scales=(1.0,),
+            probs = predict(model, normalize_batch(torch.from_numpy(sample.image)[None]),
+                            scales=tuple(s * teacher_height / height for s in LABEL_SCALES),
                             pointrend=True)  # (1, K, H, W)
             labels, confidence = threshold_probs(probs, PROVENANCE.threshold, with_confidence=True)
             maps["teacher"].append(labels[0].numpy())
             confidences.append(confidence[0].numpy())
     return maps, confidences
+
+
+def labelled_fraction(maps: list[np.ndarray]) -> float:
+    """Share of the pixels of `maps` that hold a class rather than ignore."""
+    return sum(int(np.count_nonzero(m != IGNORE)) for m in maps) / sum(m.size for m in maps)
 
 
 def _ids(count: int) -> list[str]:
@@ -280,13 +294,13 @@ def bench_index(workdir: Path, count: int) -> dict[str, float]:
 def _table(results: list[Result], title: str) -> Table:
     table = Table(title=title)
     columns = ("maps", "size", "codec", "B/image", "vs PNG", "metadata B/image", "write maps/s", "read maps/s",
-               "crop reads/s", "confidence")
+               "crop reads/s", "labelled", "confidence")
     for column in columns:
         table.add_column(column, justify="right")
     for r in results:
         table.add_row(r.kind, r.size, f"{r.codec} {r.level}", f"{r.bytes_per_image:,.0f}",
                       f"{1 / r.vs_png:.2f}x", f"{r.metadata_bytes_per_image:,.0f}", f"{r.write_maps_per_s:.1f}",
-                      f"{r.read_maps_per_s:.1f}", f"{r.crop_reads_per_s:.1f}",
+                      f"{r.read_maps_per_s:.1f}", f"{r.crop_reads_per_s:.1f}", f"{r.labelled:.0%}",
                       "" if r.confidence is None else f"{r.confidence:.2f}x")
     return table
 
@@ -298,6 +312,9 @@ def main() -> None:
                         help="HxW sizes (default 512x1024 1024x2048; none with --index-images alone)")
     parser.add_argument("--codecs", nargs="+", default=list(CODECS), choices=list(CODECS))
     parser.add_argument("--checkpoint", type=Path, help="teacher checkpoint for the `teacher` maps")
+    parser.add_argument("--teacher-height", type=int, default=128,
+                        help="height of the images the checkpoint was trained on: it labels each image scaled to "
+                             "it (default 128, the quickstart's)")
     parser.add_argument("--index-images", type=int, default=0, help="also time inspect and fuse on this many maps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON line with all figures last")
@@ -311,11 +328,13 @@ def main() -> None:
             height, width = (int(v) for v in size.split("x"))
             rng = np.random.default_rng(args.seed)
             drawn = [street_scene(rng, height, width) for _ in range(args.images)]
-            synthetic, confidences = synthetic_maps(args.images, height, width, args.checkpoint)
+            synthetic, confidences = synthetic_maps(args.images, height, width, args.checkpoint,
+                                                       args.teacher_height)
             for kind, maps in {"drawn": drawn, **synthetic}.items():
-                results.append(bench_png(kind, size, maps))
+                labelled = labelled_fraction(maps)
+                results.append(replace(bench_png(kind, size, maps), labelled=labelled))
                 for codec in args.codecs:
-                    result = bench_store(workdir, kind, size, maps, codec)
+                    result = replace(bench_store(workdir, kind, size, maps, codec), labelled=labelled)
                     if kind == "teacher" and confidences:
                         result = replace(result, confidence=confidence_ratio(workdir, size, maps, confidences, codec))
                     results.append(result)
