@@ -720,9 +720,10 @@ def label(
         help="Ray cluster to run on [default: RAY_ADDRESS, else a local Ray on this machine's cores].")] = None,
     flip: FlipOption = False,
     keep_confidence: Annotated[bool, typer.Option(
-        help="Also store whether each labelled pixel's max probability clears 0.5, 0.7 and 0.9, so `rethreshold` "
-             "can raise the threshold later: those of 0.5, 0.7, 0.9 above --threshold stay exact, others act as the "
-             "next of them up. Above 0.5, costs at most the labels' bytes.")] = False,
+        help="Also store whether each labelled pixel's max probability clears 0.5 and 0.9 (the thresholds of the "
+             "reference papers), so `rethreshold` can raise the threshold later: those of 0.5 and 0.9 above "
+             "--threshold stay exact, others act as the next of them up (a store at 0.5 re-thresholded at 0.7 keeps "
+             "what 0.9 keeps). Costs about half the labels' bytes.")] = False,
     overwrite: OverwriteOption = False,
     codec: Annotated[Optional[Codec], typer.Option(help=CODEC_HELP, show_default=False)] = None,
     storage_options: StorageOptionsOption = None,
@@ -767,7 +768,7 @@ def rethreshold(
     """Threshold a store's labels again at a higher threshold, without running the teacher.
 
     Needs a store labelled with --keep-confidence; pixels whose stored confidence is not above the new threshold
-    become 255 (ignore). Thresholds 0.5, 0.7 and 0.9 are exact; others act as the next of those up. The
+    become 255 (ignore). Thresholds 0.5 and 0.9 are exact; others act as the next of those up. The
     new store keeps the confidence, so it can be re-thresholded again.
     """
     from pipelines.rethreshold import rethreshold as run_rethreshold

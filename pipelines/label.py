@@ -91,7 +91,7 @@ class LabelConfig:
 
     Pixels whose max probability exceeds `threshold` keep their class, the rest are 255 (ignore). `predict` says
     how the teacher predicts (scales, PointRend, flip, batch size, sliding-window budget). `keep_confidence`
-    also stores whether each labelled pixel clears 0.5, 0.7 and 0.9, for `rethreshold`. `codec`
+    also stores whether each labelled pixel clears 0.5 and 0.9, for `rethreshold`. `codec`
     (autolabel.codecs) compresses the maps of a new store; None means the default, or the codec of the store
     being resumed. A store made with other settings is refused unless `overwrite`, which replaces it. Runs on Ray
     at `address` (or RAY_ADDRESS), else on a local Ray; `out` may be an fsspec URL and, like the images and

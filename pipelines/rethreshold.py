@@ -30,7 +30,7 @@ def rethreshold(store_url: str | Path, out: str | Path, *, threshold: float, ove
     """A new store at `out` from a keep-confidence store, thresholded again at a higher `threshold`.
 
     No teacher runs: a pixel stays labelled only where its stored confidence exceeds `threshold` (exact at
-    0.5, 0.7 and 0.9, see autolabel.store.kept_confidence). The new store uses `codec`, default the source's.
+    0.5 and 0.9, see autolabel.store.kept_confidence). The new store uses `codec`, default the source's.
     A lower threshold than the store's is refused (the dropped pixels' classes are gone). The new
     store keeps the confidence maps, so it can be re-thresholded again; reruns resume it (writing again the
     images whose chunks in it fail their checksums). `storage_options` are the fsspec options of both URLs.
