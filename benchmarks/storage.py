@@ -12,7 +12,7 @@ makes them: its scales 0.5/1.0/2.0 and PointRend, relative to the size of the im
 class (teacher maps: those that clear the threshold). Each kind goes
 through LabelStore.write (class counts and centroids included) into a fresh store per codec, then the
 manifest. Bytes count every file of the store (maps, zarr.json documents, manifest) divided by the
-images; the metadata column is the part that is not maps (a fixed ~5 kB plus 25-40 B per image, so it
+images; the metadata column is the part that is not maps (a fixed ~4 kB plus about 75 B per image, so it
 shrinks per image as a store grows). PNG is OpenCV level 9 of the same maps. Reads open the store anew:
 whole maps, then random crops of half the height and width (512x1024 of 1024x2048).
 
