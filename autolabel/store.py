@@ -195,7 +195,7 @@ class Provenance:
 KEPT_CONFIDENCE_THRESHOLDS = (0.5, 0.9)
 """The thresholds that a store's kept confidence answers exactly, of those above the store's own (the two the
 reference papers label at); the others act as the next of these up. Each exact threshold stores one more set of
-contours: above a store at 0.5, keeping 0.9 costs 0.44-0.67x the labels' bytes, 0.7 and 0.9 1.2-1.5x, 0.6 to 0.9
+contours: above a store at 0.5, keeping 0.9 costs 0.40-0.63x the labels' bytes, 0.7 and 0.9 1.1-1.6x, 0.6 to 0.9
 more still (teacher outputs made at the teacher's training scale, benchmarks/storage.py)."""
 
 
