@@ -5,7 +5,7 @@
                                             255 = ignore), fill 255; its codec chain (autolabel.codecs)
     {url}/labels/{city}/{H}x{W}/c.{seq}.{frame}.0.0
                                             image {city}_{seq}_{frame}: the single chunk [seq, frame],
-                                            its map compressed whole (webp: four map rows per RGBA row)
+                                            its map compressed whole (autolabel.codecs)
     {url}/confidence/{city}/{H}x{W}/...     the same for the kept confidence steps (keep_confidence
                                             stores; see kept_confidence), fill 0
     {url}/records/{image_id}.json           the record of an image written since the last manifest
@@ -13,9 +13,8 @@
                                             centroids, status, chunk checksums): the index every reader
                                             starts from
 
-    bytes per image = (maps + zarr.json documents + manifest) / images; the metadata is a fixed ~8 kB
-    (documents, the manifest's Parquet footer) plus 8-40 B per image in the manifest, and 4 B per map
-    for its checksum
+    bytes per image = (maps + zarr.json documents + manifest) / images; the metadata is a fixed ~4 kB
+    (documents, the manifest's Parquet footer) plus about 75 B per image in the manifest (see MANIFEST_PARQUET)
 
 A reader finds an image through the index: the manifest, overlaid by the records written since it (a
 run cut short leaves them; `write_manifest` folds them in and deletes them). The fold replaces the
@@ -877,7 +876,7 @@ class LabelStore:
             return _decode_chunk(array, (seq, frame, 0, 0), data)[window]
         except ChunkShapeError as exc:
             raise CorruptImageError(self.url, Corruption(record.image_id, group, Fault.SHAPE, str(exc))) from None
-        except (RuntimeError, ValueError) as exc:  # what zstd, libwebp and libjxl raise on bytes they cannot decode
+        except (RuntimeError, ValueError) as exc:  # what the coders raise on bytes they cannot decode
             corruption = Corruption(record.image_id, group, Fault.UNDECODABLE, f"{type(exc).__name__}: {exc}")
             raise CorruptImageError(self.url, corruption) from None
 

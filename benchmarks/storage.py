@@ -59,7 +59,8 @@ class Result:
     kind: str
     size: str
     codec: str
-    level: int
+    level: int | None
+    """The codec's level (None: the codec has none, as context)."""
     images: int
     bytes_per_image: float
     """Every file of the store (PNG: the files) per image."""
@@ -240,8 +241,17 @@ def bench_store(workdir: Path, kind: str, size: str, maps: list[np.ndarray], cod
     png = sum(len(encode_png(m)) for m in maps)
     usage = reader.disk_usage()
     on_disk, n = sum(usage.values()), len(maps)
-    return Result(kind, size, codec, reader.codec_level, n, on_disk / n, png / on_disk, usage[LABELS] / n,
+    level = reader.codec_level if reader.codec.has_levels else None
+    return Result(kind, size, codec, level, n, on_disk / n, png / on_disk, usage[LABELS] / n,
                   usage["metadata"] / n, write[0], read_rates[0], crop[0], write[1], read_rates[1], crop[1])
+
+
+def warm_up(workdir: Path, codec: str) -> None:
+    """Write and read one small map with `codec`, so that one-time costs (imports, loading the context coder's
+    compiled code) stay out of the timings."""
+    store = LabelStore.create(workdir / f"warm-up-{codec}.zarr", PROVENANCE, codec=codec)
+    store.write(_ids(1)[0], np.zeros((16, 32), np.uint8), source="warm-up")
+    store.read(_ids(1)[0])
 
 
 def bench_png(kind: str, size: str, maps: list[np.ndarray]) -> Result:
@@ -298,7 +308,7 @@ def _table(results: list[Result], title: str) -> Table:
     for column in columns:
         table.add_column(column, justify="right")
     for r in results:
-        table.add_row(r.kind, r.size, f"{r.codec} {r.level}", f"{r.bytes_per_image:,.0f}",
+        table.add_row(r.kind, r.size, r.codec if r.level is None else f"{r.codec} {r.level}", f"{r.bytes_per_image:,.0f}",
                       f"{1 / r.vs_png:.2f}x", f"{r.metadata_bytes_per_image:,.0f}", f"{r.write_maps_per_s:.1f}",
                       f"{r.read_maps_per_s:.1f}", f"{r.crop_reads_per_s:.1f}", f"{r.labelled:.0%}",
                       "" if r.confidence is None else f"{r.confidence:.2f}x")
@@ -324,6 +334,8 @@ def main() -> None:
     index = None
     with tempfile.TemporaryDirectory(prefix="autolabel-storage-") as tmp:
         workdir = Path(tmp)
+        for codec in args.codecs:
+            warm_up(workdir, codec)
         for size in args.sizes:
             height, width = (int(v) for v in size.split("x"))
             rng = np.random.default_rng(args.seed)

@@ -79,6 +79,12 @@ def test_report_names_the_codec_and_what_reads_it(tmp_path):
     assert "tensorstore" in report["reader"]
 
 
+def test_report_gives_the_default_codec_no_level(store):
+    report = storage_report(store)
+    assert (report["codec"], report["codec_level"]) == ("context", None)
+    assert "autolabel" in report["reader"]
+
+
 def test_extrapolation_scales_the_measured_bits_per_pixel(store):
     big = storage_report(store)["extrapolation"]
     pixels = 19_998 * 1024 * 2048
@@ -102,7 +108,7 @@ def test_table_shows_the_headline_numbers(store):
     console = Console(record=True, width=120)
     console.print(storage_table(storage_report(store)))
     text = console.export_text()
-    assert "bits per pixel" in text and "vs soft fp32" in text and "class car" in text and "webp" in text
+    assert "bits per pixel" in text and "vs soft fp32" in text and "class car" in text and "context" in text
     assert "19,998 x 2048x1024" in text
 
 

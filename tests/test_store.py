@@ -82,7 +82,7 @@ def test_zstd_store_uses_only_zarr_v3_specification_codecs(tmp_path):
     assert metadata["chunk_grid"]["configuration"]["chunk_shape"] == [1, 1, H, W]
 
 
-@pytest.mark.parametrize("codec", ["zstd", "webp", "jpegxl"])
+@pytest.mark.parametrize("codec", ["context", "zstd", "webp", "jpegxl"])
 def test_every_codec_stores_maps_losslessly(tmp_path, codec):
     store = LabelStore.create(tmp_path / "s.zarr", PROVENANCE, codec=codec)
     labels = _labels(4, (70, 300))
@@ -91,7 +91,7 @@ def test_every_codec_stores_maps_losslessly(tmp_path, codec):
 
 
 def test_unknown_codec_is_refused_naming_the_choices(tmp_path):
-    with pytest.raises(ValueError, match="zstd, webp, jpegxl"):
+    with pytest.raises(ValueError, match="context, zstd, webp, jpegxl"):
         LabelStore.create(tmp_path / "s.zarr", PROVENANCE, codec="png")
 
 
@@ -199,9 +199,9 @@ def test_provenance_is_stored_and_a_different_run_is_detected(store):
 
 
 def test_resuming_with_another_codec_is_a_mismatch(store):
-    with pytest.raises(ProvenanceMismatchError, match="codec: store has 'webp', run has 'zstd'"):
+    with pytest.raises(ProvenanceMismatchError, match="codec: store has 'context', run has 'zstd'"):
         LabelStore.open_or_create(store.url, PROVENANCE, codec="zstd")
-    assert LabelStore.open_or_create(store.url, PROVENANCE).codec.name == "webp"
+    assert LabelStore.open_or_create(store.url, PROVENANCE).codec.name == "context"
 
 
 def test_creating_where_a_store_exists_needs_overwrite(store):

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from autolabel.codecs import WebpCodec
+from autolabel.codecs import ContextCodec
 from autolabel.labels import IGNORE
 from autolabel.layout import stem_parts
 from autolabel.store import LABELS, CorruptImageError, Fault, LabelStore, Provenance, array_path, chunk_key
@@ -40,7 +40,7 @@ def root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def pristine(root, tmp_path_factory) -> str:
-    """train_extra's gtCoarse imported into a webp store, manifest written: three intact maps."""
+    """train_extra's gtCoarse imported into a store of the default codec, manifest written: three intact maps."""
     return import_labels(root, "train_extra", "gtCoarse", str(tmp_path_factory.mktemp("pristine") / "s.zarr")).store
 
 
@@ -248,13 +248,13 @@ def test_without_checksums_a_chunk_that_does_not_decode_is_found(store_url, vict
 
 def test_without_checksums_a_chunk_of_another_size_is_a_wrong_shape(store_url, victim):
     strip_checksums(store_url)
-    chunk_file(store_url, victim).write_bytes(WebpCodec(level=2, rows=4)._encode_plane(np.zeros((96, 128), np.uint8)))
+    chunk_file(store_url, victim).write_bytes(ContextCodec()._encode_plane(np.zeros((96, 128), np.uint8)))
     assert [(c.image_id, c.fault) for c in verify(store_url).corrupt] == [(victim, Fault.SHAPE)]
 
 
 def test_without_checksums_a_chunk_holding_another_map_is_found_by_its_class_counts(store_url, victim):
     strip_checksums(store_url)
-    chunk_file(store_url, victim).write_bytes(WebpCodec(level=2, rows=4)._encode_plane(np.zeros((64, 128), np.uint8)))
+    chunk_file(store_url, victim).write_bytes(ContextCodec()._encode_plane(np.zeros((64, 128), np.uint8)))
     assert [(c.image_id, c.fault) for c in verify(store_url).corrupt] == [(victim, Fault.COUNTS)]
 
 
