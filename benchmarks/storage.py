@@ -21,6 +21,10 @@ the per-core speed even when other processes share that core; wall-clock rates a
 checkpoint, the teacher maps are also written to a --keep-confidence store: `confidence` is the bytes
 of its kept confidence maps over those of its label maps.
 
+`--label-pngs FILE ...` also measures label maps you have, e.g. real Cityscapes gtFine or gtCoarse
+(`*_labelIds.png` are converted to train ids; any other PNG must hold train ids, as `*_labelTrainIds.png`):
+kind `files`, one row per size among them.
+
 `--index-images N` also times `inspect` (storage_report) and `fuse` on a store of N small maps.
 """
 
@@ -185,6 +189,19 @@ def synthetic_maps(count: int, height: int, width: int, checkpoint: Path | None,
     return maps, confidences
 
 
+def read_label_pngs(paths: list[Path]) -> dict[str, list[np.ndarray]]:
+    """The train-id maps of label PNG files by size ("HxW"): `*_labelIds.png` converted, any other file as it is."""
+    by_size: dict[str, list[np.ndarray]] = {}
+    for path in paths:
+        labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if labels is None or labels.ndim != 2 or labels.dtype != np.uint8:
+            raise SystemExit(f"{path}: not a single-channel 8-bit label PNG")
+        if path.name.endswith("_labelIds.png"):
+            labels = to_train_ids(labels)
+        by_size.setdefault(f"{labels.shape[0]}x{labels.shape[1]}", []).append(labels)
+    return by_size
+
+
 def labelled_fraction(maps: list[np.ndarray]) -> float:
     """Share of the pixels of `maps` that hold a class rather than ignore."""
     return sum(int(np.count_nonzero(m != IGNORE)) for m in maps) / sum(m.size for m in maps)
@@ -325,6 +342,8 @@ def main() -> None:
     parser.add_argument("--teacher-height", type=int, default=128,
                         help="height of the images the checkpoint was trained on: it labels each image scaled to "
                              "it (default 128, the quickstart's)")
+    parser.add_argument("--label-pngs", nargs="+", type=Path, default=[],
+                        help="also measure these label PNGs (train ids; *_labelIds.png are converted), as kind files")
     parser.add_argument("--index-images", type=int, default=0, help="also time inspect and fuse on this many maps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print one JSON line with all figures last")
@@ -350,6 +369,11 @@ def main() -> None:
                     if kind == "teacher" and confidences:
                         result = replace(result, confidence=confidence_ratio(workdir, size, maps, confidences, codec))
                     results.append(result)
+        for size, maps in read_label_pngs(args.label_pngs).items():
+            labelled = labelled_fraction(maps)
+            results.append(replace(bench_png("files", size, maps), labelled=labelled))
+            results.extend(replace(bench_store(workdir, "files", size, maps, codec), labelled=labelled)
+                           for codec in args.codecs)
         if args.index_images:
             index = bench_index(workdir, args.index_images)
     info = machine(zarr=zarr.__version__, imagecodecs=imagecodecs.__version__, opencv=cv2.__version__)
