@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import _thread
 import dataclasses
 import enum
 import functools
 import json
 import logging
 import math
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -38,6 +41,7 @@ def command(fn=None, *, name: str | None = None):
     @functools.wraps(fn)
     def run(*args, **kwargs):
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        previous_hook, sys.unraisablehook = sys.unraisablehook, redeliver_swallowed_interrupt
         try:
             return fn(*args, **kwargs)
         except AutolabelError as exc:
@@ -47,8 +51,26 @@ def command(fn=None, *, name: str | None = None):
             console.print("interrupted: what was finished is kept; run the same command again to resume",
                           highlight=False, soft_wrap=True)
             raise typer.Exit(130) from None
+        finally:
+            sys.unraisablehook = previous_hook
 
     return app.command(name)(run)
+
+
+REDELIVER_INTERRUPT_S = 0.05
+
+
+def redeliver_swallowed_interrupt(unraisable: Any) -> None:
+    """sys.unraisablehook of a command: a Ctrl-C that Python cannot raise where it lands (in an at-fork hook, as
+    while Ray starts its processes, or in a finaliser) would be printed and lost, and the command would run on;
+    it is raised again in the main thread instead, from a timer so that it lands after the hook (one that lands
+    in a hook again comes back here). Anything else is reported as Python reports it."""
+    if issubclass(unraisable.exc_type, KeyboardInterrupt):
+        timer = threading.Timer(REDELIVER_INTERRUPT_S, _thread.interrupt_main)
+        timer.daemon = True
+        timer.start()
+    else:
+        sys.__unraisablehook__(unraisable)
 
 
 def progress_bar(transient: bool = True) -> Progress:

@@ -6,7 +6,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from autolabel.store import LabelStore
+from cli import redeliver_swallowed_interrupt
 
 
 def _label(root, checkpoint, out) -> list[str]:
@@ -45,3 +48,32 @@ def test_ctrl_c_stops_label_within_seconds_and_the_rerun_resumes_it(dataset_root
                                timeout=180)
     assert rerun.returncode == 0, log.read_text()
     assert len(LabelStore.open(str(out)).completed_ids()) == len(list(dataset_root.glob("leftImg8bit/train_extra/*/*.png")))
+
+
+class _Finaliser:
+    """Raises `error` when dropped: Python prints it as ignored and goes on, as with one in an at-fork hook."""
+
+    def __init__(self, error: type[BaseException]) -> None:
+        self.error = error
+
+    def __del__(self) -> None:
+        raise self.error
+
+
+def _drop(error: type[BaseException]) -> None:
+    previous, sys.unraisablehook = sys.unraisablehook, redeliver_swallowed_interrupt
+    try:
+        _Finaliser(error)
+        time.sleep(1)  # the main thread takes a pending interrupt as the sleep returns
+    finally:
+        sys.unraisablehook = previous
+
+
+def test_a_ctrl_c_python_would_swallow_is_raised_again_in_the_main_thread():
+    with pytest.raises(KeyboardInterrupt):
+        _drop(KeyboardInterrupt)
+
+
+def test_other_swallowed_errors_are_only_reported(capsys):
+    _drop(ValueError)
+    assert "Exception ignored" in capsys.readouterr().err
