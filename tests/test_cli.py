@@ -209,3 +209,20 @@ def test_calibrate_target_accuracy_above_one_is_bad_usage_exit_2(synth_root, tea
 
 def test_train_unknown_optimizer_is_bad_usage_exit_2(synth_root, tmp_path):
     assert invoke("train", synth_root, "--out", tmp_path / "run", "--optimizer", "lamb").exit_code == 2
+
+
+@pytest.mark.parametrize(("choice", "library"), [
+    ("Codec", "autolabel.codecs:CODECS"),
+    ("Preset", "models.teacher:TEACHER_PRESETS"),
+    ("LabelSource", "autolabel.layout:LABEL_SOURCES"),
+    ("ExportFormat", "pipelines.export:FORMATS"),
+    ("Optimizer", "pipelines.train:OPTIMIZERS"),
+])
+def test_cli_choices_are_the_library_choices(choice, library):
+    """typer's lists (in --help, and what it refuses with exit 2) must offer exactly what the library accepts."""
+    import importlib
+
+    import cli
+
+    module, name = library.split(":")
+    assert sorted(c.value for c in getattr(cli, choice)) == sorted(getattr(importlib.import_module(module), name))
