@@ -41,7 +41,7 @@ from zarr.core.buffer import Buffer, NDBuffer
 from zarr.core.common import parse_named_configuration
 from zarr.registry import register_codec
 
-from autolabel.context_coder import decode_map, encode_map
+from autolabel.context_coder import decode_map, encode_map, map_shape
 from autolabel.errors import ConfigError
 
 WEBP_QUALITY = 50
@@ -200,6 +200,7 @@ class ContextCodec(_ImageCodec):
         return encode_map(plane)
 
     def _decode_plane(self, data: bytes, shape: tuple[int, int]) -> np.ndarray:
+        check_decoded_shape(self.codec_name, map_shape(data), shape)  # before decoding: nothing allocated for it
         return decode_map(data)
 
 

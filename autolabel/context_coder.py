@@ -24,10 +24,13 @@ A coded map is: format byte 1, height and width as LEB128 varints, then the rang
 them always 0). On the maps of benchmarks/storage.py it takes 0.2-0.3x the bytes of PNG, about 0.6x of WebP
 lossless with packed rows, and codes and decodes 100-250 maps of 1024x2048 per second on one core.
 
-The loops run compiled by numba (cached on disk after the first call).
+The loops run compiled by numba (cached on disk after the first call; see `compiled`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -48,11 +51,30 @@ LABEL = CANDIDATE + 256 * 4  # 256: the bit tree of a label outside the candidat
 MODEL_SIZE = LABEL + 256
 
 
+MAX_SIDE = 1 << 20
+MAX_PIXELS = 1 << 31
+"""The largest map a header may name: a corrupt header is refused before anything is allocated for it."""
+
+
 class CorruptMapError(ValueError):
     """Bytes that are not a map coded by this coder (truncated, altered, or another format)."""
 
 
-@njit(cache=True, nogil=True, inline="always")
+def compiled(inline: bool = False) -> Callable[[Callable[..., Any]], Any]:
+    """numba's compiled version of a function, cached on disk (next to this file, else in the user's cache
+    folder); where numba can write neither, compiled in each process instead of failing at import."""
+    options: dict[str, Any] = {"nogil": True, "inline": "always" if inline else "never"}
+
+    def wrap(fn: Callable[..., Any]) -> Any:
+        try:
+            return njit(cache=True, **options)(fn)
+        except RuntimeError:  # "cannot cache function ...: no locator available"
+            return njit(cache=False, **options)(fn)
+
+    return wrap
+
+
+@compiled(inline=True)
 def _shift_low(state: np.ndarray, out: np.ndarray) -> None:
     """Move the top byte of the encoder's `low` to `out`, resolving a carry into the bytes held back."""
     low = state[0]
@@ -72,7 +94,7 @@ def _shift_low(state: np.ndarray, out: np.ndarray) -> None:
     state[0] = (low & 0x00FFFFFF) << 8
 
 
-@njit(cache=True, nogil=True, inline="always")
+@compiled(inline=True)
 def _encode_bit(state: np.ndarray, out: np.ndarray, model: np.ndarray, k: int, bit: int) -> None:
     p = model[k]
     bound = (state[1] >> PROB_BITS) * p
@@ -88,7 +110,7 @@ def _encode_bit(state: np.ndarray, out: np.ndarray, model: np.ndarray, k: int, b
         _shift_low(state, out)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@compiled(inline=True)
 def _decode_bit(state: np.ndarray, data: np.ndarray, model: np.ndarray, k: int) -> int:
     p = model[k]
     bound = (state[1] >> PROB_BITS) * p
@@ -109,14 +131,14 @@ def _decode_bit(state: np.ndarray, data: np.ndarray, model: np.ndarray, k: int) 
     return bit
 
 
-@njit(cache=True, nogil=True, inline="always")
+@compiled(inline=True)
 def _pattern(w: int, n: int, nw: int, ne: int, nn: int) -> int:
     """Which of the neighbours are equal: 0..255, the context of the candidate decisions."""
     return (int(w == n) | int(w == nw) << 1 | int(w == ne) << 2 | int(n == nw) << 3 | int(n == ne) << 4
             | int(nw == ne) << 5 | int(nn == n) << 6)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@compiled(inline=True)
 def _candidates(cand: np.ndarray, w: int, n: int, ne: int, nw: int) -> int:
     """The distinct labels of W, N, NE, NW in that order into `cand`; their count."""
     cand[0] = w
@@ -132,7 +154,7 @@ def _candidates(cand: np.ndarray, w: int, n: int, ne: int, nw: int) -> int:
     return count
 
 
-@njit(cache=True, nogil=True, inline="always")
+@compiled(inline=True)
 def _run_end(row: np.ndarray, words: np.ndarray, start: int, limit: int, value: int) -> int:
     """The first j in [start, limit) with row[j] != value, else limit; `words` is `row` as uint64, which
     compares eight pixels at a time (10x faster than one by one on long runs)."""
@@ -154,7 +176,7 @@ def _padded_width(width: int) -> int:
     return (width + 2 + 7) // 8 * 8
 
 
-@njit(cache=True, nogil=True, inline="always")
+@compiled(inline=True)
 def _log2(length: int) -> int:
     lg = 0
     while (1 << (lg + 1)) <= length:
@@ -162,7 +184,7 @@ def _log2(length: int) -> int:
     return lg
 
 
-@njit(cache=True, nogil=True)
+@compiled()
 def _encode(labels: np.ndarray, out: np.ndarray, padded_width: int) -> int:
     """Code the (H, W) uint8 map into `out`; the number of bytes it takes (more than out holds: code again)."""
     height, width = labels.shape
@@ -217,7 +239,7 @@ def _encode(labels: np.ndarray, out: np.ndarray, padded_width: int) -> int:
     return state[4]
 
 
-@njit(cache=True, nogil=True)
+@compiled()
 def _decode(data: np.ndarray, height: int, width: int, padded_width: int) -> tuple[np.ndarray, int]:
     """The padded map (H + 2, padded_width) coded in `data` (the map is [2:, 1:W + 1]), and how many bytes of
     `data` decoding it took."""
@@ -232,6 +254,8 @@ def _decode(data: np.ndarray, height: int, width: int, padded_width: int) -> tup
         state[2] += 1
     cand = np.zeros(4, np.int64)
     for i in range(2, height + 2):
+        if state[2] > data.shape[0]:  # read past the end: truncated, or a header naming a larger map
+            break
         padded[i, 0] = padded[i - 1, 1]
         padded[i - 1, width + 1] = padded[i - 1, width]
         row, above = padded[i], padded[i - 1]
@@ -292,12 +316,17 @@ def _read_varint(data: bytes, at: int) -> tuple[int, int]:
 
 def encode_map(labels: np.ndarray) -> bytes:
     """The (H, W) uint8 map as this coder's bytes."""
+    labels = np.asarray(labels)
     if labels.ndim != 2 or labels.dtype != np.uint8:
         raise ValueError(f"expected an (H, W) uint8 map, got {labels.dtype} of shape {labels.shape}")
-    labels = np.ascontiguousarray(labels)
-    out = np.empty(labels.size // 8 + 64, np.uint8)
+    if max(labels.shape) > MAX_SIDE or labels.size > MAX_PIXELS:
+        raise ValueError(f"a map of {labels.shape[0]}x{labels.shape[1]} is larger than the coder takes "
+                         f"({MAX_SIDE} a side, {MAX_PIXELS} pixels)")
+    if not labels.flags.writeable or not labels.flags.c_contiguous:
+        labels = np.array(labels, order="C")  # read-only arrays would compile a second version of the coder
+    out = np.empty(labels.size + 64, np.uint8)  # 8 bits a pixel: pages never written cost nothing
     size = _encode(labels, out, _padded_width(labels.shape[1]))
-    if size > out.size:  # maps like noise cost more than the first guess: code again into enough room
+    if size > out.size:  # only noise of many labels costs more: code again into enough room
         out = np.empty(size, np.uint8)
         _encode(labels, out, _padded_width(labels.shape[1]))
     header = bytes([FORMAT]) + _varint(labels.shape[0]) + _varint(labels.shape[1])
@@ -305,8 +334,8 @@ def encode_map(labels: np.ndarray) -> bytes:
 
 
 def map_shape(data: bytes) -> tuple[int, int]:
-    """(H, W) of a coded map, from its header."""
-    return _header(data)[0]
+    """(H, W) of a coded map, from its header (nothing decoded)."""
+    return _header(bytes(data))[0]
 
 
 def _header(data: bytes) -> tuple[tuple[int, int], int]:
@@ -314,11 +343,14 @@ def _header(data: bytes) -> tuple[tuple[int, int], int]:
         raise CorruptMapError(f"not a coded map (format byte {data[0] if data else None}, expected {FORMAT})")
     height, at = _read_varint(data, 1)
     width, at = _read_varint(data, at)
+    if max(height, width) > MAX_SIDE or height * width > MAX_PIXELS:
+        raise CorruptMapError(f"map header names a {height}x{width} map, larger than any this coder writes")
     return (height, width), at
 
 
 def decode_map(data: bytes) -> np.ndarray:
     """The (H, W) uint8 map of encode_map's bytes; CorruptMapError where they cannot be one."""
+    data = bytes(data)
     (height, width), at = _header(data)
     body = np.frombuffer(data, np.uint8, offset=at)
     if body.size < 5 or body[0] != 0:

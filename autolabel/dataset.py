@@ -71,7 +71,7 @@ def class_centroids(label: np.ndarray, num_classes: int = NUM_CLASSES) -> dict[i
     rows, cols = np.arange(label.shape[0], dtype=np.int64), np.arange(label.shape[1], dtype=np.int64)
     centroids: dict[int, Centre] = {}
     for c in present:
-        mask = cv2.compare(label, int(c), cv2.CMP_EQ)  # (H, W) 255 where the class is
+        mask = cv2.inRange(label, int(c), int(c))  # (H, W) 255 where the class is (compare fails on 1x1)
         per_row = cv2.reduce(mask, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() // 255  # (H,)
         per_col = cv2.reduce(mask, 0, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() // 255  # (W,)
         count = int(per_row.sum())

@@ -9,8 +9,9 @@ import pytest
 import zarr
 
 import autolabel.codecs  # noqa: F401  (registers autolabel.context with zarr)
+from autolabel import context_coder
 from autolabel.codecs import ChunkShapeError, ContextCodec
-from autolabel.context_coder import CorruptMapError, decode_map, encode_map, map_shape
+from autolabel.context_coder import CorruptMapError, _varint, decode_map, encode_map, map_shape
 from autolabel.labels import IGNORE
 from autolabel.store import LabelStore, Provenance, array_path
 from autolabel.synth.config import SynthConfig
@@ -46,7 +47,7 @@ def test_maps_decode_exactly_at_any_shape_and_content(shape, content):
 def test_noise_that_outgrows_the_first_buffer_still_decodes():
     labels = np.random.default_rng(1).integers(0, 256, (64, 64), dtype=np.uint8)
     data = encode_map(labels)
-    assert len(data) > labels.size // 8 + 64  # the encoder's first guess was too small
+    assert len(data) > labels.size + 64  # more than the encoder's first buffer: 8 bits a pixel
     np.testing.assert_array_equal(decode_map(data), labels)
 
 
@@ -76,6 +77,36 @@ def test_bytes_it_did_not_write_raise_corrupt_map_error(damage):
            "altered start": data[:3] + b"\x07" + data[4:]}[damage]
     with pytest.raises(CorruptMapError):
         decode_map(bad)
+
+
+def test_a_header_naming_a_huge_map_is_refused_before_decoding():
+    data = bytes([1]) + _varint(100_000) + _varint(100_000) + bytes(5)
+    with pytest.raises(CorruptMapError, match="100000x100000"):
+        decode_map(data)
+
+
+def test_read_only_and_strided_maps_code_as_their_copies():
+    labels = _blocks((40, 70), 9)
+    frozen = labels.copy()
+    frozen.flags.writeable = False
+    expected = encode_map(labels)
+    assert encode_map(frozen) == expected
+    assert encode_map(np.asfortranarray(labels)) == expected
+    np.testing.assert_array_equal(decode_map(np.frombuffer(expected, np.uint8)), labels)  # any bytes-like
+
+
+def test_without_a_writable_cache_folder_the_coder_compiles_per_process(monkeypatch):
+    calls = []
+
+    def njit(cache, **options):
+        calls.append(cache)
+        if cache:
+            raise RuntimeError("cannot cache function 'f': no locator available")
+        return lambda fn: fn
+
+    monkeypatch.setattr(context_coder, "njit", njit)
+    assert context_coder.compiled()(len)("abc") == 3
+    assert calls == [True, False]
 
 
 def test_chunk_of_another_size_raises_chunk_shape_error():

@@ -63,6 +63,10 @@ def root(tmp_path: Path) -> Path:
     return _write_dataset(tmp_path / "cityscapes")
 
 
+def test_class_centroid_of_a_one_pixel_map_is_that_pixel():
+    assert class_centroids(np.full((1, 1), 7, np.uint8)) == {7: (0, 0)}
+
+
 def test_class_centroids_are_centres_of_mass():
     label = np.full((20, 30), IGNORE, np.uint8)
     label[2:7, 10:21] = 3  # centre (4, 15)
