@@ -325,10 +325,11 @@ def encode_map(labels: np.ndarray) -> bytes:
     if not labels.flags.writeable or not labels.flags.c_contiguous:
         labels = np.array(labels, order="C")  # read-only arrays would compile a second version of the coder
     out = np.empty(labels.size + 64, np.uint8)  # 8 bits a pixel: pages never written cost nothing
-    size = _encode(labels, out, _padded_width(labels.shape[1]))
+    padded_width = _padded_width(labels.shape[1])
+    size = _encode(labels, out, padded_width)
     if size > out.size:  # only noise of many labels costs more: code again into enough room
         out = np.empty(size, np.uint8)
-        _encode(labels, out, _padded_width(labels.shape[1]))
+        _encode(labels, out, padded_width)
     header = bytes([FORMAT]) + _varint(labels.shape[0]) + _varint(labels.shape[1])
     return header + out[:size].tobytes()
 

@@ -58,7 +58,7 @@ def storage_report(store: LabelStore, png_sample: int = DEFAULT_PNG_SAMPLE) -> d
     return {
         "store": store.url,
         "codec": store.codec.name,
-        "codec_level": store.codec_level if store.codec.has_levels else None,
+        "codec_level": store.codec_level,
         "reader": store.codec.reader,
         "images": images,
         "failed": index.num_rows - images,

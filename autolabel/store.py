@@ -481,7 +481,7 @@ class LabelStore:
         self.mode = mode
         self.provenance = Provenance.from_dict(settings["provenance"])
         self.codec: CodecChoice = codec_choice(settings["codec"])
-        self.codec_level = int(settings["codec_level"])
+        self.codec_level = int(settings["codec_level"]) if self.codec.has_levels else None  # None: context
         self._zstore = zstore
         self._storage_options = storage_options
         self._arrays: dict[str, zarr.Array] = {}

@@ -45,7 +45,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autolabel.codecs import CODECS
-from autolabel.images import encode_png
+from autolabel.images import encode_png, read_label
 from autolabel.labels import IGNORE, TRAIN_ID_BY_NAME, to_train_ids
 from autolabel.storage_report import storage_report
 from autolabel.store import CONFIDENCE, LABELS, LabelStore, Provenance
@@ -193,9 +193,7 @@ def read_label_pngs(paths: list[Path]) -> dict[str, list[np.ndarray]]:
     """The train-id maps of label PNG files by size ("HxW"): `*_labelIds.png` converted, any other file as it is."""
     by_size: dict[str, list[np.ndarray]] = {}
     for path in paths:
-        labels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if labels is None or labels.ndim != 2 or labels.dtype != np.uint8:
-            raise SystemExit(f"{path}: not a single-channel 8-bit label PNG")
+        labels = read_label(path)  # train ids 0..18 and 255 are label ids too, so both kinds pass its checks
         if path.name.endswith("_labelIds.png"):
             labels = to_train_ids(labels)
         by_size.setdefault(f"{labels.shape[0]}x{labels.shape[1]}", []).append(labels)
@@ -258,8 +256,7 @@ def bench_store(workdir: Path, kind: str, size: str, maps: list[np.ndarray], cod
     png = sum(len(encode_png(m)) for m in maps)
     usage = reader.disk_usage()
     on_disk, n = sum(usage.values()), len(maps)
-    level = reader.codec_level if reader.codec.has_levels else None
-    return Result(kind, size, codec, level, n, on_disk / n, png / on_disk, usage[LABELS] / n,
+    return Result(kind, size, codec, reader.codec_level, n, on_disk / n, png / on_disk, usage[LABELS] / n,
                   usage["metadata"] / n, write[0], read_rates[0], crop[0], write[1], read_rates[1], crop[1])
 
 
