@@ -89,7 +89,8 @@ class TrainConfig:
     loader_workers: int = 0
     """DataLoader processes; 0 loads in the training process (best on small CPU machines)."""
     threads: int | None = None
-    """torch threads per worker; None = the machine's cores shared among workers and loader processes."""
+    """torch threads per worker; None = the cores this process may use (its affinity), shared among workers and
+    loader processes."""
     checkpoint_every: int = 200
     log_every: int = 10
     eval_every: int = 0
@@ -211,7 +212,15 @@ class EpochSampler(Sampler[int]):
 
 def compute_threads(workers: int, loader_workers: int) -> int:
     """torch threads per training worker so workers and loader processes never oversubscribe the cores."""
-    return max(1, (os.cpu_count() or 1) // workers - loader_workers)
+    return max(1, available_cores() // workers - loader_workers)
+
+
+def available_cores() -> int:
+    """Cores this process may run on (its affinity under taskset or a container's cpuset), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
 
 
 CENTROID_CACHE = "label_centroids.parquet"

@@ -23,6 +23,7 @@ from pipelines.train import (
     METRICS_LOG,
     TrainConfig,
     check_finite,
+    compute_threads,
     follow_metrics,
     latest_checkpoint,
     learning_curve,
@@ -266,3 +267,14 @@ def test_a_student_trains_with_its_own_class_balance_not_its_teachers(root, tmp_
 def test_a_negative_class_balance_is_refused(root, tmp_path):
     with pytest.raises(ConfigError, match="class_balance"):
         quick_config(root, tmp_path / "run", class_balance=-1.0)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this platform")
+def test_training_threads_follow_the_cores_the_process_may_use_not_the_machines():
+    cores = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(cores)})
+        assert compute_threads(workers=1, loader_workers=0) == 1
+    finally:
+        os.sched_setaffinity(0, cores)
+    assert compute_threads(workers=1, loader_workers=0) == len(cores)
