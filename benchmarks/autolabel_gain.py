@@ -6,7 +6,7 @@
         --teacher-iters 8000 --student-iters 4000 --seeds 0 1 2 --threads 0 --json
 
 The hierarchical multi-scale attention paper's auto-labelling claim, on synthetic data with fixed
-seeds: one teacher is trained on the fine `train` split and labels `train_extra` (7 images per fine one
+seeds: one teacher is trained on the fine `train` split and labels `train_extra` (224 images to 128 fine ones
 by default) on Ray (multi-scale, PointRend), keeping its confidence, so the 0.5 and 0.9 label sets come
 from the same teacher run (the 0.9 store is re-thresholded, not re-labelled). Students with the SAME
 budget (iterations, batch, crop, learning rate, and by default the teacher's weights to start from)
@@ -242,7 +242,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workdir", help="keep every stage here and reuse it on rerun (default: a temp dir)")
     parser.add_argument("--preset", default="tiny", help="student model preset (default tiny)")
     parser.add_argument("--teacher-preset", default="tiny", help="teacher model preset (default tiny)")
-    parser.add_argument("--teacher-iters", type=int, default=500, help="teacher training iterations (default 500)")
+    parser.add_argument("--teacher-iters", type=int, default=800, help="teacher training iterations (default 800)")
     parser.add_argument("--student-iters", type=int, default=300,
                         help="training iterations of every student (default 300)")
     parser.add_argument("--student-init", choices=("teacher", "scratch"), default="teacher",
@@ -261,8 +261,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--scales", type=float, nargs="+", default=[0.5, 1.0, 2.0],
                         help="inference scales of labelling and evaluation (default 0.5 1.0 2.0)")
     parser.add_argument("--label-workers", type=int, default=2, help="Ray labelling actors (default 2)")
-    parser.add_argument("--train", type=int, default=32, help="synthetic fine training images (default 32)")
-    parser.add_argument("--train-extra", type=int, default=224, help="synthetic coarse images (default 224, 7:1)")
+    parser.add_argument("--train", type=int, default=128, help="synthetic fine training images (default 128)")
+    parser.add_argument("--train-extra", type=int, default=224, help="synthetic coarse images (default 224)")
     parser.add_argument("--val", type=int, default=16, help="synthetic val images (default 16)")
     parser.add_argument("--height", type=int, default=128, help="synthetic image height (default 128)")
     parser.add_argument("--width", type=int, default=256, help="synthetic image width (default 256)")

@@ -35,14 +35,17 @@ CONFIG = "quickstart.json"
 class QuickstartConfig:
     """Defaults sized to finish on a 2-core CPU in under 15 minutes while still showing real learning."""
 
-    train: int = 32
+    train: int = 128
+    """Fine-labelled images. 32 cap the teacher: it learns them rather than the scenes (after 2000 iterations 70.8%
+    mIoU on them, 32.7% on val); after 1000 iterations, 64 give 30.0% on val at scale 1.0 and 128 give 34.3%."""
     val: int = 16
     train_extra: int = 224
-    """7 unlabelled images per fine one, as Cityscapes has (19,998 coarse to 2,975 fine)."""
+    """Unlabelled images the teacher labels for the student."""
     height: int = 128
     width: int = 256
     preset: str = "tiny"
-    teacher_iters: int = 500
+    teacher_iters: int = 800
+    """Most of the budget: the student can only be as good as the labels it learns from."""
     student_iters: int = 400
     batch_size: int = 8
     crop: tuple[int, int] = (128, 256)
@@ -51,8 +54,8 @@ class QuickstartConfig:
     student_lr: float = 0.0015
     """The student continues from the teacher's weights, so it starts at half the teacher's rate."""
     student_fine_fraction: float | None = 0.75
-    """Share of the student's samples drawn from the fine labels: with 7 auto-labelled images per fine one, natural
-    proportions let the teacher's own labels (and their errors) outweigh the hand-made ones 7:1."""
+    """Share of the student's samples drawn from the fine labels: natural proportions let the teacher's own labels
+    (and their errors) outweigh the hand-made ones (one run: 34.3% against 35.7% val mIoU)."""
     student_from_teacher: bool = True
     """Start the student from the teacher's weights (the student becomes the next, better teacher)."""
     jitter: float = 0.05
