@@ -22,6 +22,14 @@ CONNECT_TIMEOUT_S = 15.0
 GCS_PORT = 6379
 
 
+def available_cores() -> int:
+    """Cores this process may run on (its affinity under taskset or a container's cpuset), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
 def connect_timeout_s() -> float:
     return float(os.environ.get("AUTOLABEL_RAY_CONNECT_TIMEOUT", CONNECT_TIMEOUT_S))
 
@@ -76,7 +84,7 @@ def ray_session(address: str | None = None) -> Iterator[int]:
                                   "authentication (Ray's default) needs RAY_AUTH_MODE=token and its token in "
                                   "RAY_AUTH_TOKEN or ~/.ray/auth_token") from None
         else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+            ray.init(num_cpus=available_cores(), include_dashboard=False)
         started = True
     elif address:
         log.info("Ray is already initialised; ignoring address %s", address)

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +31,7 @@ from models.parts import HEADS, PARTS, UNTRAINED_KEY, freeze_except, parse_parts
 from models.predict import PredictOptions
 from models.teacher import Teacher, TeacherConfig
 from pipelines.evaluate import EvaluateConfig, evaluate
+from pipelines.ray_session import available_cores
 from pipelines.train_ray import run_on_ray_train
 
 log = logging.getLogger(__name__)
@@ -213,14 +213,6 @@ class EpochSampler(Sampler[int]):
 def compute_threads(workers: int, loader_workers: int) -> int:
     """torch threads per training worker so workers and loader processes never oversubscribe the cores."""
     return max(1, available_cores() // workers - loader_workers)
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its affinity under taskset or a container's cpuset), else the machine's."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except AttributeError:  # macOS and Windows have no affinity call
-        return os.cpu_count() or 1
 
 
 CENTROID_CACHE = "label_centroids.parquet"
