@@ -232,13 +232,20 @@ def point_train_targets(
     return coords, point_labels.squeeze(1).long()
 
 
-def point_loss(point_logits: torch.Tensor, point_labels: torch.Tensor, ignore_index: int = IGNORE) -> torch.Tensor:
+def point_loss(point_logits: torch.Tensor, point_labels: torch.Tensor, ignore_index: int = IGNORE,
+               class_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy over the labelled points: point_logits (N, K, P), point_labels (N, P) -> scalar.
 
-    Points labelled `ignore_index` do not count; with none labelled the loss is 0 (not NaN).
+    Points labelled `ignore_index` do not count; with none labelled the loss is 0 (not NaN). `class_weights` (K,)
+    weigh each point by its label's class (a weighted mean), as the segmentation terms weigh pixels, so the point
+    head learns the same class prior as the coarse logits whose predictions it replaces.
     """
-    total = F.cross_entropy(point_logits.float(), point_labels, ignore_index=ignore_index, reduction="sum")
-    return total / (point_labels != ignore_index).sum().clamp(min=1)
+    total = F.cross_entropy(point_logits.float(), point_labels, weight=class_weights, ignore_index=ignore_index,
+                            reduction="sum")
+    labelled = point_labels != ignore_index  # (N, P)
+    if class_weights is None:
+        return total / labelled.sum().clamp(min=1)
+    return total / class_weights[point_labels[labelled]].sum().clamp(min=1e-12)
 
 
 def subdivision_sizes(

@@ -19,7 +19,7 @@ from autolabel.labels import NUM_CLASSES
 from models.checkpoint import Checkpoint, load_checkpoint
 from models.hrnet import HRNet, HRNetConfig, concat_branches
 from models.inputs import InputConfig, adapt_input
-from models.losses import segmentation_loss
+from models.losses import batch_class_weights, segmentation_loss
 from models.mscale import FUSIONS, MSCALE_TRAIN_SCALES, AttentionHead, fuse_pair, scaled
 from models.ocr import AUX_LOSS_WEIGHT, OCRConfig, OCRHead
 from models.pointrend import PointHead, PointRendConfig, point_loss, point_train_targets, predict_points
@@ -148,7 +148,8 @@ class Teacher(nn.Module):
         if cfg.use_pointrend:
             coords, point_labels = point_train_targets(joint.detach(), labels, cfg.pointrend)
             point_logits = predict_points(self.point_head, hi.fine, joint, coords)  # (N, K, P)
-            terms["point"] = cfg.point_loss_weight * point_loss(point_logits, point_labels)
+            weights = batch_class_weights(labels, cfg.num_classes, cfg.class_balance) if cfg.class_balance > 0 else None
+            terms["point"] = cfg.point_loss_weight * point_loss(point_logits, point_labels, class_weights=weights)
         return terms
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:

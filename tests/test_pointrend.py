@@ -127,6 +127,24 @@ def test_point_loss_without_labelled_points_is_zero_and_differentiable():
     assert loss.item() == 0.0 and logits.grad is not None
 
 
+def test_point_loss_with_class_weights_is_the_weighted_mean_over_labelled_points():
+    logits = torch.randn(1, K, 5, generator=_gen())
+    labels = torch.tensor([[3, 3, 255, 7, 3]])
+    weights = torch.ones(K)
+    weights[7] = 4.0
+    expected = F.cross_entropy(logits, labels, weight=weights, ignore_index=255)
+    assert torch.allclose(point_loss(logits, labels, class_weights=weights), expected)
+
+
+def test_point_loss_class_weights_make_the_rare_class_errors_cost_more():
+    logits = torch.zeros(1, K, 4)
+    logits[0, 3] = 5.0  # every point predicted as class 3, one of them is class 7
+    labels = torch.tensor([[3, 3, 3, 7]])
+    weights = torch.ones(K)
+    weights[7] = 10.0
+    assert point_loss(logits, labels, class_weights=weights) > point_loss(logits, labels)
+
+
 def test_point_loss_trains_point_head_and_coarse_logits():
     head = PointHead(fine_channels=8, num_classes=K, fc_channels=16)
     coarse = torch.randn(2, K, 16, 16, requires_grad=True)

@@ -46,6 +46,21 @@ def test_aux_term_is_the_aux_loss_weighted_0_4():
     assert ratio.item() == pytest.approx(0.4, rel=1e-5)
 
 
+def test_class_balance_weighs_the_point_term_as_it_weighs_the_segmentation_terms():
+    plain, balanced = _model(), _model(class_balance=0.5)
+    with torch.no_grad():
+        plain.point_head.classifier.bias[0] = 10.0  # the point head predicts class 0 everywhere
+    balanced.load_state_dict(plain.state_dict())
+    plain.eval(), balanced.eval()
+    images, labels = _batch()
+    labels[:, :, 8:] = 0  # class 0 holds most pixels: the balanced term weighs the others' errors up
+    point_terms = []
+    for model in (plain, balanced):
+        torch.manual_seed(0)  # the same training points for both
+        point_terms.append(model.losses(images, labels)["point"].item())
+    assert point_terms[1] > 1.2 * point_terms[0]
+
+
 def test_scales_term_appears_only_with_a_positive_scale_loss_weight():
     assert "scales" not in _model().losses(*_batch())
     assert set(_model(scale_loss_weight=0.05).losses(*_batch())) == {"seg", "aux", "scales", "point"}
