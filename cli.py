@@ -472,8 +472,9 @@ def train(
     split: Annotated[str, typer.Option(help="Fine-labelled split to train on.")] = "train",
     class_uniform: Annotated[float, typer.Option(help="Fraction of crops centred on class centroids.")] = 0.5,
     class_balance: Annotated[float, typer.Option(
-        min=0.0, help="Loss weight of each class: its share of the batch's pixels to the power -B, so rare, thin "
-                      "classes count (0.5: a class 100x rarer weighs 10x); 0: plain cross-entropy.")] = 0.5,
+        min=0.0, help="Loss weight of each class (pixels and PointRend points alike): its share of the batch's "
+                      "pixels to the power -B, so rare, thin classes count (0.5: a class 100x rarer weighs 10x); "
+                      "0: plain cross-entropy.")] = 0.5,
     checkpoint_every: Annotated[int, typer.Option(help="Save a resumable checkpoint every N iterations.")] = 200,
     loader_workers: Annotated[int, typer.Option(help="Data-loading processes per worker (0: in the training process).")] = 0,
     fine_fraction: Annotated[Optional[float], typer.Option(help="With --samples: share of fine samples per epoch.")] = None,

@@ -48,7 +48,8 @@ class TeacherConfig:
     hard_pixel_fraction: float = 1.0
     """Share of the labelled pixels with the highest loss that the segmentation terms average (1.0: all)."""
     class_balance: float = 0.0
-    """Weigh each class in the segmentation terms by its batch pixel frequency ** -class_balance (0: off)."""
+    """Weigh each class in the segmentation and point terms by its batch pixel frequency ** -class_balance (0: off);
+    both alike, or the point head learns another class prior than the logits it refines."""
     input: InputConfig = InputConfig()
     """The input normalisation the weights were trained with (another one for converted teachers)."""
     fusion: str = "feature"

@@ -79,7 +79,7 @@ class TrainConfig:
     written to a checkpoint."""
     class_uniform: float = 0.5
     class_balance: float = 0.5
-    """Weigh each class's pixels by its batch frequency ** -class_balance in the segmentation loss: 0.5 lifts a
+    """Weigh each class's pixels (and PointRend's points) by its batch frequency ** -class_balance: 0.5 lifts a
     class 100x rarer than road 10x, so the thin and rare classes that decide the mIoU are learnt within a short
     budget. 0 is plain cross-entropy."""
     fine_fraction: float | None = None
