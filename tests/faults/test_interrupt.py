@@ -17,6 +17,12 @@ def _label(root, checkpoint, out) -> list[str]:
             "--batch-size", "1"]
 
 
+def _sigint_as_at_a_terminal() -> None:
+    """A child's Ctrl-C handling as at a terminal, even where the tests run with SIGINT ignored (a background
+    job of a non-interactive shell, as some CI runners start them), which a child would inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stop_group(pid: int) -> None:
     """Kill what is left of the job's process group (Ray's own processes), so none outlives the test."""
     try:
@@ -30,7 +36,7 @@ def test_ctrl_c_stops_label_within_seconds_and_the_rerun_resumes_it(dataset_root
     out, log = tmp_path / "s.zarr", tmp_path / "label.log"
     with open(log, "w") as sink:
         job = subprocess.Popen(_label(dataset_root, teacher_checkpoint, out), stdout=sink, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=_sigint_as_at_a_terminal)
     try:
         deadline = time.monotonic() + 120
         while not (out / "zarr.json").exists() and time.monotonic() < deadline and job.poll() is None:
@@ -62,6 +68,7 @@ class _Finaliser:
 
 def _drop(error: type[BaseException], wait_s: float = 1.0) -> None:
     previous, sys.unraisablehook = sys.unraisablehook, redeliver_swallowed_interrupt
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, even if SIGINT was ignored
     try:
         _Finaliser(error)
         deadline = time.monotonic() + wait_s  # the main thread takes a pending interrupt as a sleep returns
@@ -69,6 +76,7 @@ def _drop(error: type[BaseException], wait_s: float = 1.0) -> None:
             time.sleep(0.05)
     finally:
         sys.unraisablehook = previous
+        signal.signal(signal.SIGINT, handler)
 
 
 def test_a_ctrl_c_python_would_swallow_is_raised_again_in_the_main_thread():
